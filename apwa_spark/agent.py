@@ -8,50 +8,40 @@ shells around these functions.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from typing import Sequence
 
 from apwa_spark.config import Settings
 from apwa_spark.llm.client import Completion, LLMClient
 from apwa_spark.llm.prompts import Task, Template
 
-#: Level 0: one chunk of a scene's dialogue ──► a short summary. The example is from a play that is
-#: not summarized in tests (Macbeth I.1) so the model's habit of copying names has less to copy.
-SCENE_TEMPLATE = Template(
-    instruction=(
-        "Summarize the part of a play below in two plain sentences: who is on stage and what happens. "
-        "Use the characters' names."
-    ),
-    examples=(
-        (
-            "(Thunder and lightning. Enter three Witches)\nFirst Witch: When shall we three meet again "
-            "In thunder, lightning, or in rain?\nSecond Witch: When the hurlyburly's done, When the "
-            "battle's lost and won.\nThird Witch: That will be ere the set of sun.\nFirst Witch: Where "
-            "the place?\nSecond Witch: Upon the heath.\nThird Witch: There to meet with Macbeth.",
-            "Three witches meet in a storm. They agree to meet Macbeth on the heath once the battle is over.",
-        ),
-    ),
-    input_label="Text",
-    output_label="Summary",
+_CHAT_EXAMPLE = (
+    "(Thunder and lightning. Enter three Witches)\nFirst Witch: When shall we three meet again In thunder, "
+    "lightning, or in rain?\nSecond Witch: When the hurlyburly's done, When the battle's lost and won.\n"
+    "Third Witch: That will be ere the set of sun.\nFirst Witch: Where the place?\nSecond Witch: Upon the "
+    "heath.\nThird Witch: There to meet with Macbeth.",
+    "Three witches meet in a storm and agree to meet Macbeth on the heath once the battle is over.",
 )
 
-#: Levels 1+: consecutive summaries (children in document order) ──► one summary.
-REDUCE_TEMPLATE = Template(
-    instruction=(
-        "The numbered lines below summarize consecutive parts of a play, in order. "
-        "Write one short paragraph that tells what happens across all of them, in order."
-    ),
-    examples=(
-        (
-            "1. Three witches meet in a storm and plan to meet Macbeth.\n2. Macbeth wins a battle and the "
-            "witches hail him as future king.\n3. Lady Macbeth reads his letter and resolves that he will "
-            "kill King Duncan.",
-            "After a battle, three witches tell Macbeth he will be king, and Lady Macbeth resolves that "
-            "he must murder King Duncan to make it so.",
-        ),
-    ),
-    input_label="Parts",
-    output_label="Summary",
+#: Level 0: one chunk of a scene's dialogue ──► a short summary. The completion cue was chosen by
+#: the prompt probe in benchmarks/results/prompt_probe.md (few-shot pairs were copied verbatim).
+SCENE_TEMPLATE = Template(
+    instruction="Read this part of a play. Then summarize it in two plain sentences: who is on stage and what happens.",
+    cue="Summary of the part above: In this part,",
+    answer_prefix="In this part,",
+    examples=(_CHAT_EXAMPLE,),
 )
+
+#: Levels 1+: consecutive summaries (children in document order) ──► one summary, one template per level.
+REDUCE_TEMPLATES = {
+    level: Template(
+        instruction=f"Read these summaries of consecutive parts of {what}, in order. Then summarize them in one short paragraph.",
+        cue=f"Summary of the whole {level} above: In this {level},",
+        answer_prefix=f"In this {level},",
+    )
+    for level, what in (("scene", "a scene"), ("act", "an act of a play"), ("play", "a play"))
+}
 
 
 def summarize_texts(texts: Sequence[str | None], settings: Settings, client: LLMClient | None = None) -> list[Completion]:
@@ -61,14 +51,36 @@ def summarize_texts(texts: Sequence[str | None], settings: Settings, client: LLM
     """
     client = client or LLMClient(settings)
     tasks = [Task(SCENE_TEMPLATE, text or "", settings.summarize.max_tokens) for text in texts]
-    return client.complete(tasks)
+    return [_tidy(c) for c in client.complete(tasks)]
 
 
-def reduce_summaries(groups: Sequence[Sequence[str]], settings: Settings, client: LLMClient | None = None) -> list[Completion]:
-    """Reduce agent: each group of child summaries (document order) ──► one summary ``Completion``."""
+def reduce_summaries(level: str, groups: Sequence[Sequence[str]], settings: Settings, client: LLMClient | None = None) -> list[Completion]:
+    """Reduce agent for ``level`` (scene, act, play): each group of child summaries (document order)
+    ──► one summary ``Completion``."""
     client = client or LLMClient(settings)
     tasks = [
-        Task(REDUCE_TEMPLATE, "\n".join(f"{i}. {s.strip()}" for i, s in enumerate(group, 1)), settings.summarize.max_tokens)
+        Task(REDUCE_TEMPLATES[level], "\n".join(f"{i}. {s.strip()}" for i, s in enumerate(group, 1)), settings.summarize.max_tokens)
         for group in groups
     ]
-    return client.complete(tasks)
+    return [_tidy(c) for c in client.complete(tasks)]
+
+
+def drop_repeated_sentences(text: str) -> str:
+    """Remove sentences that repeat an earlier one verbatim, and a trailing unfinished sentence when a
+    finished one precedes it. Small base models loop ("He is sick. He is sick. ...") until the token cap."""
+    sentences = re.findall(r"[^.!?]+[.!?]+[\"')]*|[^.!?]+$", text)
+    kept, seen = [], set()
+    for sentence in sentences:
+        key = sentence.strip().lower()
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+    if len(kept) > 1 and not re.search(r"[.!?][\"')]*\s*$", kept[-1]):
+        kept.pop()
+    return "".join(kept).strip()
+
+
+def _tidy(completion: Completion) -> Completion:
+    if completion.status != "ok" or not completion.text:
+        return completion
+    return dataclasses.replace(completion, text=drop_repeated_sentences(completion.text))

@@ -199,7 +199,7 @@ def _reduce_group(group: pd.DataFrame, level: str, keys: list[str], round_no: in
         rows.append(_node(first, level, round_no, f"{level}:{key}:r{round_no}", group, None,
                           f"ChildrenFailed: all {len(group)} children have status error", settings))
     to_call = [b for b in batches if len(b) > 1]
-    completions = iter(agent.reduce_summaries([ok["summary"].iloc[b].tolist() for b in to_call], settings)) if to_call else iter(())
+    completions = iter(agent.reduce_summaries(level, [ok["summary"].iloc[b].tolist() for b in to_call], settings)) if to_call else iter(())
     failed_children = group[group["status"] != "ok"]
     for i, batch in enumerate(batches):
         children = ok.iloc[batch]
@@ -218,7 +218,7 @@ def _node(first, level, round_no, node_id, children, completion, error, settings
         "scene_id": first["scene_id"] if level == "scene" else None,
         "level": level, "round": round_no, "node_id": node_id, "ordinal": int(children["ordinal"].min()),
         "children": children["node_id"].tolist(), "model": settings.llm.model,
-        "template_hash": agent.REDUCE_TEMPLATE.hash(settings.llm.prompt_style),
+        "template_hash": agent.REDUCE_TEMPLATES[level].hash(settings.llm.prompt_style),
         "llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
     }
     if passthrough is not None:

@@ -152,6 +152,8 @@ class LLMClient:
             extra = {"json_schema": task.json_schema} if task.json_schema else None
             response = await client.completions.create(prompt=prompt, stop=stop, extra_body=extra, **params)
             choice_text = response.choices[0].text
+            if isinstance(choice_text, str) and task.template.answer_prefix:
+                choice_text = task.template.answer_prefix + choice_text
         else:
             if task.json_schema:
                 params["response_format"] = {

@@ -4,14 +4,15 @@ A :class:`Task` is what an executor agent wants done: an instruction, a few work
 row's own input. A prompt style turns it into the request body:
 
 * ``completion`` (base models such as the embedded Gemma 3 270M, which has no chat template and
-  follows chat instructions poorly): one few-shot text for ``/v1/completions``, with
-  ``Input:/Output:`` style pairs and stop sequences. ARCHITECTURE.md records the probes that chose it.
+  follows chat instructions poorly): one text for ``/v1/completions``: instruction, the row's input,
+  then a cue the model continues (``Summary of the scene above: In this scene,``), with a stop
+  sequence. Few-shot pairs were tried and dropped: the 270M model copied the example answer.
 * ``chat`` (instruct models: vLLM, OpenAI): system + user/assistant example turns for
   ``/v1/chat/completions``.
 
-Both put the shared part (instruction, examples) first and byte-identical across rows, and the row's
-text last, so an endpoint's prefix cache pays for the shared part once (llama.cpp reuses a matching
-prompt prefix; OpenAI caches prefixes of 1,024 tokens and more).
+Both put the shared instruction (and chat examples) first and byte-identical across rows, so an
+endpoint's prefix cache pays for it once (llama.cpp reuses a matching prompt prefix; OpenAI caches
+prefixes of 1,024 tokens and more). The completion cue must follow the input; it is a dozen tokens.
 """
 
 from __future__ import annotations
@@ -29,19 +30,24 @@ class Template:
     """The shared, row-independent part of a subtask.
 
     Attributes:
-        instruction: what to do, in one or two sentences.
-        examples: (input, output) pairs shown before the row's input.
-        input_label / output_label: the labels of the completion-style pairs, e.g. Text / Summary.
+        instruction: what to do, in one or two sentences (chat: the system message; completion: the
+            first line of the prompt).
+        cue: completion style: the text after the row's input that the model continues, ending with
+            ``answer_prefix``, e.g. ``"Summary of the scene above: In this scene,"``.
+        answer_prefix: the start of the answer that the cue already says; it is prepended to the
+            completion so the result reads as a whole sentence.
+        examples: chat style: (input, output) example turns. Completion style shows none: the small
+            base model copied few-shot answers verbatim in the probes (benchmarks/results/prompt_probe.md).
     """
 
     instruction: str
+    cue: str = "Answer:"
+    answer_prefix: str = ""
     examples: tuple[tuple[str, str], ...] = ()
-    input_label: str = "Input"
-    output_label: str = "Output"
 
     def hash(self, style: PromptStyle) -> str:
         """sha256 (first 16 hex digits) of the template and the style that renders it."""
-        payload = json.dumps([style, self.instruction, self.examples, self.input_label, self.output_label])
+        payload = json.dumps([style, self.instruction, self.cue, self.answer_prefix, self.examples])
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -63,13 +69,9 @@ class Task:
 
 
 def render_completion(task: Task) -> tuple[str, list[str]]:
-    """Few-shot completion prompt and its stop sequences (``completion`` style)."""
+    """Completion prompt and stop sequences (``completion`` style): instruction, input, cue."""
     t = task.template
-    parts = [t.instruction.strip(), ""]
-    for example_in, example_out in t.examples:
-        parts += [f"{t.input_label}: {example_in.strip()}", f"{t.output_label}: {example_out.strip()}", ""]
-    parts += [f"{t.input_label}: {task.input.strip()}", f"{t.output_label}:"]
-    return "\n".join(parts), ["\n\n", f"\n{t.input_label}:"]
+    return f"{t.instruction.strip()}\n\n{task.input.strip()}\n\n{t.cue}", ["\n\n"]
 
 
 def render_chat(task: Task) -> list[dict[str, str]]:

@@ -1,0 +1,124 @@
+"""``apwa-spark`` command line: ``serve``, ``summarize``, ``plays``.
+
+Every command accepts ``--conf spark.apwa.KEY=VALUE`` (repeatable) and ``--conf-file PATH``; see
+``conf/apwa-defaults.conf`` for the keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from apwa_spark.config import ConfigError, Settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apwa-spark",
+        description="Run LLM executor agents over Spark DataFrames (APWA on Spark).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the embedded Gemma 3 270M llama.cpp server in the foreground")
+    _common(serve)
+
+    summarize = sub.add_parser("summarize", help="summarize a play scene ──► act ──► play into Delta tables")
+    add_summarize_args(summarize)
+    _common(summarize)
+    summarize.add_argument("--master", help="Spark master (default local[2])")
+
+    sub.add_parser("plays", help="list the plays the summarize job can read")
+    return parser
+
+
+def add_summarize_args(parser: argparse.ArgumentParser) -> None:
+    """The summarize job's own arguments (shared with ``jobs/summarize.py``)."""
+    parser.add_argument("--play", required=True, help="play name (see `apwa-spark plays`) or a path to a play .md file")
+    parser.add_argument("--output", required=True, help="directory for the run's Delta tables")
+    parser.add_argument("--max-scenes", type=int, help="summarize only the first N scenes")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", action="append", default=[], metavar="spark.apwa.KEY=VALUE",
+                        help="a setting (repeatable); overrides conf file, env and Spark conf")
+    parser.add_argument("--conf-file", help="spark-defaults style file of spark.apwa.* settings (default conf/apwa-defaults.conf)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
+    """``["spark.apwa.a.b=1"]`` ──► ``{"spark.apwa.a.b": "1"}``.
+
+    Raises:
+        ConfigError: an entry without ``=``.
+    """
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--conf expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
+        print(f"apwa-spark {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args) -> int:
+    from apwa_spark.endpoint import EmbeddedEndpoint
+
+    settings = Settings.load(overrides=parse_conf(args.conf), conf_file=args.conf_file)
+    endpoint = EmbeddedEndpoint(settings).start()
+    print(f"embedded endpoint serving at {endpoint.base_url} (model {endpoint.settings.llm.model}); Ctrl-C stops it", flush=True)
+    try:
+        return endpoint.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        endpoint.stop()
+
+
+def _summarize(args) -> int:
+    from apwa_spark.plays import resolve_play
+
+    resolve_play(args.play)  # an unknown play fails before Spark starts
+    from apwa_spark.session import get_session
+
+    spark = get_session(master=args.master)
+    return run_summarize(spark, args)
+
+
+def run_summarize(spark, args) -> int:
+    """Run the summarize job for parsed ``args`` and print its report (used by the CLI and spark-submit)."""
+    from apwa_spark.summarize import summarize_play
+
+    spark.sparkContext.setLogLevel("WARN")
+    settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
+    result = summarize_play(args.play, args.output, spark, settings, max_scenes=args.max_scenes)
+    print(f"\n{result.play}: {len(result.levels)} tables in {result.output}, {result.seconds:.1f} s\n")
+    print(result.table())
+    print(f"\nSummary ({result.root.get('status')}):\n{result.summary or result.root.get('error')}")
+    return 0 if result.root.get("status") == "ok" else 1
+
+
+def _plays(args) -> int:
+    from apwa_spark.plays import available_plays
+
+    for name, path in available_plays().items():
+        print(f"{name}\t{path.parent.name}")
+    return 0
+
+
+COMMANDS = {"serve": _serve, "summarize": _summarize, "plays": _plays}
+
+if __name__ == "__main__":
+    sys.exit(main())

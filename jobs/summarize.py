@@ -1,0 +1,29 @@
+"""spark-submit entry point of the summarize job.
+
+    spark-submit --properties-file conf/apwa-defaults.conf jobs/summarize.py \
+        --play romeo-and-juliet --output /tmp/apwa/romeo
+
+The master, executors and ``--conf spark.apwa.*`` come from spark-submit; the job's own arguments
+are those of ``apwa-spark summarize``.
+"""
+
+import argparse
+import sys
+
+from apwa_spark.cli import _common, add_summarize_args, run_summarize
+from apwa_spark.plays import resolve_play
+from apwa_spark.session import get_session
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="spark-submit jobs/summarize.py",
+                                     description="Summarize a play scene ──► act ──► play into Delta tables.")
+    add_summarize_args(parser)
+    _common(parser)
+    args = parser.parse_args(argv)
+    resolve_play(args.play)
+    return run_summarize(get_session(app_name="apwa-spark summarize"), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

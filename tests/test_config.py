@@ -1,0 +1,44 @@
+import pytest
+
+from apwa_spark.config import ConfigError, Settings, env_name, known_keys, read_conf_file
+
+
+def test_env_names_follow_the_conf_keys():
+    assert env_name("spark.apwa.llm.baseUrl") == "APWA_LLM_BASE_URL"
+    assert env_name("spark.apwa.summarize.chunkTokens") == "APWA_SUMMARIZE_CHUNK_TOKENS"
+
+
+def test_precedence_defaults_file_env_overrides(tmp_path):
+    conf = tmp_path / "apwa.conf"
+    conf.write_text("# comment\nspark.apwa.llm.concurrency 3\nspark.apwa.llm.timeout=30\nspark.other.key 1\n")
+    env = {"APWA_LLM_CONCURRENCY": "5"}
+    settings = Settings.load(conf_file=conf, env=env, overrides={"spark.apwa.llm.maxRetries": "7"})
+    assert settings.llm.concurrency == 5  # env beats the file
+    assert settings.llm.timeout == 30.0  # from the file
+    assert settings.llm.max_retries == 7  # override
+    assert settings.summarize.max_tokens == 96  # code default
+    assert read_conf_file(tmp_path / "missing.conf") == {}
+
+
+def test_repo_defaults_file_only_names_known_keys():
+    from apwa_spark.config import DEFAULT_CONF_FILE
+
+    keys = read_conf_file(DEFAULT_CONF_FILE)
+    assert keys and set(keys) <= known_keys()
+
+
+def test_unknown_key_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match="spark.apwa.llm.baseURL"):
+        Settings.load(env={}, overrides={"spark.apwa.llm.baseURL": "http://x"})
+
+
+def test_invalid_value_is_an_error():
+    with pytest.raises(ConfigError, match="concurrency"):
+        Settings.load(env={}, overrides={"spark.apwa.llm.concurrency": "0"})
+
+
+def test_api_key_never_in_as_keys(tmp_path):
+    settings = Settings.load(env={"APWA_LLM_API_KEY": "sk-secret-123"})
+    assert settings.api_key() == "sk-secret-123"
+    assert "sk-secret-123" not in repr(settings)
+    assert "sk-secret-123" not in str(settings.as_keys())

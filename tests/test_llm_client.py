@@ -1,0 +1,74 @@
+import pytest
+
+from apwa_spark import agent
+from apwa_spark.config import Settings
+from apwa_spark.llm.client import EndpointUnavailableError, LLMClient, check_endpoint
+from apwa_spark.llm.prompts import Task, Template
+from apwa_spark.testing.faulty_endpoint import FaultyEndpoint
+
+pytestmark = pytest.mark.model
+
+SCENE = ("ROMEO: But, soft! what light through yonder window breaks? It is the east, and Juliet is the sun.\n"
+         "JULIET: O Romeo, Romeo! wherefore art thou Romeo?")
+
+
+def test_completion_carries_text_and_token_usage(settings):
+    [c] = agent.summarize_texts([SCENE], settings)
+    assert c.status == "ok", c.error
+    assert c.text.startswith("In this part,") and len(c.text) > len("In this part,")
+    assert c.prompt_tokens > 20 and 0 < c.completion_tokens <= 40
+    assert c.calls == 1
+
+
+def test_null_and_empty_text_get_error_status_without_a_call(settings):
+    results = agent.summarize_texts([None, "", "   "], settings)
+    assert [r.status for r in results] == ["error"] * 3
+    assert all(r.error.startswith("EmptyInput") and r.calls == 0 for r in results)
+
+
+def test_identical_prompts_in_a_batch_are_sent_once(settings, endpoint):
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
+        results = agent.summarize_texts([SCENE, SCENE, SCENE], local)
+    assert proxy.requests == 1
+    assert [r.calls for r in results] == [1, 0, 0]
+    assert len({r.text for r in results}) == 1
+
+
+def test_endpoint_down_names_the_url_and_the_embedded_fix():
+    down = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": "http://127.0.0.1:9/v1"})
+    with pytest.raises(EndpointUnavailableError) as err:
+        check_endpoint(down, timeout=2)
+    assert "http://127.0.0.1:9/v1" in str(err.value) and "apwa-spark serve" in str(err.value)
+
+
+def test_calls_to_a_down_endpoint_are_error_rows_not_exceptions():
+    down = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": "http://127.0.0.1:9/v1", "spark.apwa.llm.maxRetries": "0"})
+    [c] = agent.summarize_texts([SCENE], down)
+    assert c.status == "error" and "127.0.0.1:9" in c.error
+
+
+def test_non_json_response_body_is_an_error_row(settings, endpoint):
+    with FaultyEndpoint(endpoint.base_url, non_json=1.0) as proxy:
+        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
+        [c] = agent.summarize_texts([SCENE], local)
+    assert c.status == "error" and c.error
+    assert proxy.faults["non_json"] == 1
+
+
+def test_json_step_with_broken_json_output_keeps_the_raw_output(settings, endpoint):
+    schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
+    template = Template(instruction="Summarize as JSON.", cue="JSON:")
+    task = Task(template, SCENE, max_tokens=40, json_schema=schema)
+    [good] = LLMClient(settings).complete([task])
+    assert good.status == "ok", good.error  # the real endpoint, constrained by the schema
+    with FaultyEndpoint(endpoint.base_url, bad_json_output=1.0) as proxy:
+        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
+        [bad] = LLMClient(local).complete([task])
+    assert bad.status == "error" and bad.error.startswith("InvalidJSON")
+    assert bad.text == '{"summary": "unterminated'
+
+
+def test_token_counts_come_from_the_endpoint_tokenizer(settings):
+    [n] = LLMClient(settings).count_tokens([SCENE])
+    assert 20 < n < len(SCENE)

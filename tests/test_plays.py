@@ -1,0 +1,71 @@
+import pytest
+
+from apwa_spark.llm.client import LLMClient
+from apwa_spark.plays import (CHUNK_SCHEMA, SCENE_SCHEMA, UnknownPlayError, available_plays, chunk_text,
+                              parse_play, read_play, resolve_play)
+
+
+def test_romeo_and_juliet_has_its_26_scenes_in_order():
+    scenes = parse_play(available_plays()["romeo-and-juliet"].read_text())
+    assert len(scenes) == 26
+    assert (scenes[0].act, scenes[0].scene) == ("ACT I", "PROLOGUE")
+    assert (scenes[-1].act, scenes[-1].scene) == ("ACT V", "SCENE III")
+    assert [s.act for s in scenes].count("ACT III") == 5
+    assert scenes[1].text.startswith("(Enter SAMPSON and GREGORY")
+    assert "SAMPSON: Gregory, o' my word" in scenes[1].text  # speaker markup compacted
+
+
+def test_all_plays_parse_without_losing_text():
+    plays = available_plays()
+    assert len(plays) >= 37
+    for name, path in plays.items():
+        raw = path.read_text()
+        scenes = parse_play(raw)
+        assert scenes, name
+        # every spoken word survives: the last line of the file is in the last scene
+        last_line = [l for l in raw.splitlines() if l.strip()][-1].strip("*_ ")
+        assert last_line.split()[-1].strip("*_") in scenes[-1].text or not scenes[-1].text, name
+
+
+def test_unknown_play_lists_the_choices():
+    with pytest.raises(UnknownPlayError) as err:
+        resolve_play("romeo-and-julia")
+    assert "romeo-and-juliet" in str(err.value) and "hamlet" in str(err.value)
+
+
+def test_empty_scene_is_kept():
+    scenes = parse_play("# T\n\n## ACT I\n\n### SCENE I. Nowhere.\n\n### SCENE II. Here.\n\nA: hello\n")
+    assert [(s.scene, s.text) for s in scenes] == [("SCENE I", ""), ("SCENE II", "A: hello")]
+
+
+def test_read_play_dataframe(spark, small_play):
+    df = read_play(spark, str(small_play))
+    assert df.schema == SCENE_SCHEMA
+    rows = df.orderBy("ordinal").collect()
+    assert [r.scene_id for r in rows] == ["romeo-slice/ACT I/PROLOGUE", "romeo-slice/ACT I/SCENE I",
+                                          "romeo-slice/ACT II/PROLOGUE", "romeo-slice/ACT II/SCENE I"]
+    assert read_play(spark, "romeo-and-juliet", max_scenes=3).count() == 3
+
+
+@pytest.mark.model
+def test_oversize_text_is_chunked_in_order_without_loss(settings):
+    client = LLMClient(settings)
+    text = parse_play(available_plays()["romeo-and-juliet"].read_text())[1].text[:6000]
+    chunks = chunk_text(text, 200, client.count_tokens)
+    assert len(chunks) >= 6
+    assert "".join(piece for piece, _ in chunks) == text
+    assert all(0 < tokens <= 200 for _, tokens in chunks)
+    assert [t for _, t in chunks] == client.count_tokens([p for p, _ in chunks])
+
+
+@pytest.mark.model
+def test_single_line_longer_than_the_budget_is_cut(settings):
+    client = LLMClient(settings)
+    text = "word " * 400  # one line, no blank lines
+    chunks = chunk_text(text, 50, client.count_tokens)
+    assert "".join(p for p, _ in chunks) == text
+    assert all(t <= 50 for _, t in chunks)
+
+
+def test_chunk_schema_extends_scene_schema():
+    assert CHUNK_SCHEMA.fieldNames()[: len(SCENE_SCHEMA.fieldNames())] == SCENE_SCHEMA.fieldNames()

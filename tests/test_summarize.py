@@ -1,0 +1,92 @@
+"""The summarize job on a real slice of Romeo and Juliet, with the real embedded model."""
+
+import pytest
+from chispa import assert_df_equality
+from deltalake import DeltaTable
+
+from apwa_spark.delta import read_delta
+from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children, summarize_play
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def run(spark, settings, small_play, tmp_path_factory):
+    return summarize_play(str(small_play), tmp_path_factory.mktemp("run"), spark, settings)
+
+
+def _table(spark, run, name):
+    return read_delta(spark, next(l.path for l in run.levels if l.table == name))
+
+
+def test_every_level_is_a_delta_table_that_reads_back_the_same(spark, run):
+    for level in run.levels:
+        table = DeltaTable(level.path)
+        assert_df_equality(read_delta(spark, level.path), spark.createDataFrame(table.to_pandas(), read_delta(spark, level.path).schema),
+                           ignore_row_order=True, ignore_nullable=True)
+    names = [l.table for l in run.levels]
+    assert names[:3] == ["chunks", "chunk", "scene_r1"]
+    assert names[-1].startswith("play_r")
+
+
+def test_row_counts_per_level(spark, run):
+    chunks = _table(spark, run, "chunks")
+    assert chunks.select("scene_id").distinct().count() == 4  # every scene, the empty one too
+    assert chunks.filter("scene = 'SCENE I' and act = 'ACT I'").count() >= 3  # the oversize scene was chunked
+    assert _table(spark, run, "chunk").count() == chunks.count()  # level 0: one row per chunk
+    final = {}
+    for level in run.levels[2:]:
+        final[level.table.split("_r")[0]] = level.rows
+    assert final == {"scene": 4, "act": 2, "play": 1}
+    for level in run.levels[1:]:
+        schema = read_delta(spark, level.path).schema
+        assert [(f.name, f.dataType) for f in schema] == [(f.name, f.dataType) for f in NODE_SCHEMA], level.table
+
+
+def test_every_scene_is_reachable_from_the_root(spark, run):
+    tables = {l.table: read_delta(spark, l.path).toPandas() for l in run.levels[1:]}
+    reachable = set(iter_lineage(tables, run.root["node_id"]))
+    chunk_ids = set(tables["chunk"]["node_id"])
+    assert chunk_ids <= reachable
+    scene_ids = {cid.split(":", 1)[1].rsplit("#", 1)[0] for cid in chunk_ids}
+    assert len(scene_ids) == 4
+
+
+def test_each_round_read_the_previous_rounds_delta_table(run):
+    for previous, current in zip(run.levels[1:], run.levels[2:]):
+        assert current.input_files, current.table
+        assert set(current.input_files) == set(DeltaTable(previous.path).file_uris()), current.table
+
+
+def test_chunks_are_summarized_and_the_empty_scene_is_an_error_row(spark, run):
+    level0 = _table(spark, run, "chunk").toPandas()
+    empty = level0[level0["scene_id"] == "romeo-slice/ACT II/SCENE I"]
+    assert len(empty) == 1 and empty.iloc[0]["status"] == "error" and "EmptyInput" in empty.iloc[0]["error"]
+    others = level0[level0["scene_id"] != "romeo-slice/ACT II/SCENE I"]
+    assert (others["status"] == "ok").all(), others[["node_id", "error"]]
+    assert others["summary"].str.len().min() > len("In this part,")
+
+
+def test_rows_carry_provenance(spark, run, settings):
+    for level in run.levels[1:]:
+        df = read_delta(spark, level.path).toPandas()
+        assert (df["model"] == settings.llm.model).all()
+        assert df["template_hash"].str.len().eq(16).all()
+        assert df["status"].isin(["ok", "error"]).all()
+        called = df[df["llm_calls"] > 0]
+        assert (called["prompt_tokens"] > 0).all() and (called["completion_tokens"] > 0).all()
+
+
+def test_root_is_one_ok_play_summary(run):
+    assert run.root["level"] == "play" and run.root["status"] == "ok"
+    assert run.summary and run.summary.startswith("In this ")
+    assert "| chunk |" in run.table()
+
+
+def test_pack_children_respects_the_budget_and_keeps_order():
+    assert pack_children([40, 40, 40, 40], 90) == [[0, 1], [2, 3]]
+    assert pack_children([40, 40, 40], 90) == [[0, 1, 2]]  # a lone last child joins the batch before it
+    assert pack_children([200, 200], 90) == [[0, 1]]  # at least two a batch, so rounds converge
+    assert pack_children([10], 90) == [[0]]
+    batches = pack_children([30] * 10, 100)
+    assert [i for b in batches for i in b] == list(range(10))
