@@ -57,9 +57,9 @@ def test_non_json_response_body_is_an_error_row(settings, endpoint):
 
 
 def test_json_step_with_broken_json_output_keeps_the_raw_output(settings, endpoint):
-    schema = {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}
+    schema = {"type": "object", "properties": {"summary": {"type": "string", "maxLength": 60}}, "required": ["summary"]}
     template = Template(instruction="Summarize as JSON.", cue="JSON:")
-    task = Task(template, SCENE, max_tokens=40, json_schema=schema)
+    task = Task(template, SCENE, max_tokens=120, json_schema=schema)
     [good] = LLMClient(settings).complete([task])
     assert good.status == "ok", good.error  # the real endpoint, constrained by the schema
     with FaultyEndpoint(endpoint.base_url, bad_json_output=1.0) as proxy:

@@ -150,6 +150,7 @@ class LLMClient:
         if llm.prompt_style == "completion":
             prompt, stop = render_completion(task)
             extra = {"json_schema": task.json_schema} if task.json_schema else None
+            stop = None if task.json_schema else stop  # the grammar ends the output; a stop could cut the JSON
             response = await client.completions.create(prompt=prompt, stop=stop, extra_body=extra, **params)
             choice_text = response.choices[0].text
             if isinstance(choice_text, str) and task.template.answer_prefix:
