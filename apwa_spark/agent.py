@@ -27,7 +27,7 @@ _CHAT_EXAMPLE = (
 #: Level 0: one chunk of a scene's dialogue ──► a short summary. The completion cue was chosen by
 #: the prompt probe in benchmarks/results/prompt_probe.md (few-shot pairs were copied verbatim).
 SCENE_TEMPLATE = Template(
-    instruction="Read this part of a play. Then summarize it in two plain sentences: who is on stage and what happens.",
+    instruction="Here is a part of a play.",
     cue="Summary of the part above: In this part,",
     answer_prefix="In this part,",
     examples=(_CHAT_EXAMPLE,),
@@ -36,7 +36,7 @@ SCENE_TEMPLATE = Template(
 #: Levels 1+: consecutive summaries (children in document order) ──► one summary, one template per level.
 REDUCE_TEMPLATES = {
     level: Template(
-        instruction=f"Read these summaries of consecutive parts of {what}, in order. Then summarize them in one short paragraph.",
+        instruction=f"Here are summaries of consecutive parts of {what}, in order.",
         cue=f"Summary of the whole {level} above: In this {level},",
         answer_prefix=f"In this {level},",
     )

@@ -25,7 +25,12 @@ FEW_SHOT = Template(  # the few-shot style that was tried first; rendered as pai
     + "\nSummary: " + agent.SCENE_TEMPLATE.examples[0][1],
     cue="Summary:",
 )
-STYLES = {"few-shot pairs": FEW_SHOT, "instruction + cue (chosen)": agent.SCENE_TEMPLATE}
+LONG_INSTRUCTION = Template(  # a fuller instruction before the text; the model echoed it back
+    instruction="Read this part of a play. Then summarize it in two plain sentences: who is on stage and what happens.",
+    cue=agent.SCENE_TEMPLATE.cue, answer_prefix=agent.SCENE_TEMPLATE.answer_prefix,
+)
+STYLES = {"few-shot pairs": FEW_SHOT, "long instruction + cue": LONG_INSTRUCTION,
+          "short instruction + cue (chosen)": agent.SCENE_TEMPLATE}
 
 
 def few_shot_task(text: str, max_tokens: int) -> Task:
