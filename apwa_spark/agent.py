@@ -45,7 +45,8 @@ REDUCE_TEMPLATES = {
 
 
 def summarize_texts(texts: Sequence[str | None], settings: Settings, client: LLMClient | None = None) -> list[Completion]:
-    """Level-0 agent: each text (a scene chunk) ──► a summary ``Completion``, in order.
+    """Level-0 agent: each text (a scene chunk) ──► a summary ``Completion``, in order (whitespace
+    collapsed to single spaces, repeated sentences dropped).
 
     Null or blank texts get ``status='error'`` (``EmptyInput``) without an LLM call.
     """
@@ -68,6 +69,7 @@ def reduce_summaries(level: str, groups: Sequence[Sequence[str]], settings: Sett
 def drop_repeated_sentences(text: str) -> str:
     """Remove sentences that repeat an earlier one verbatim, and a trailing unfinished sentence when a
     finished one precedes it. Small base models loop ("He is sick. He is sick. ...") until the token cap."""
+    text = " ".join(text.split())
     sentences = re.findall(r"[^.!?]+[.!?]+[\"')]*|[^.!?]+$", text)
     kept, seen = [], set()
     for sentence in sentences:

@@ -1,4 +1,4 @@
-"""``apwa-spark`` command line: ``serve``, ``summarize``, ``plays``.
+"""``apwa-spark`` command line: ``serve``, ``summarize``, ``retry-failed``, ``plays``.
 
 Every command accepts ``--conf spark.apwa.KEY=VALUE`` (repeatable) and ``--conf-file PATH``; see
 ``conf/apwa-defaults.conf`` for the keys.
@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_summarize_args(summarize)
     _common(summarize)
     summarize.add_argument("--master", help="Spark master (default local[2])")
+
+    retry = sub.add_parser("retry-failed", help="re-drive the failed rows of a run and merge the results back")
+    retry.add_argument("run_id", metavar="RUN_ID", help="the run id the job printed (see <output>/_runs/)")
+    _common(retry)
+    retry.add_argument("--master", help="Spark master (default local[2])")
 
     sub.add_parser("plays", help="list the plays the summarize job can read")
     return parser
@@ -68,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, ValueError, RuntimeError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, RuntimeError, FileNotFoundError, LookupError) as exc:
         print(f"apwa-spark {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
@@ -104,9 +109,41 @@ def run_summarize(spark, args) -> int:
     spark.sparkContext.setLogLevel("WARN")
     settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
     result = summarize_play(args.play, args.output, spark, settings, max_scenes=args.max_scenes)
-    print(f"\n{result.play}: {len(result.levels)} tables in {result.output}, {result.seconds:.1f} s\n")
+    report(result)
+    return 0 if result.root.get("status") == "ok" else 1
+
+
+def report(result) -> None:
+    """Print a finished run: per-table figures, rows by status and error class, the final summary."""
+    print(f"\nrun {result.run_id} ({result.play}): {len(result.levels)} tables in {result.output}, {result.seconds:.1f} s\n")
     print(result.table())
+    failed = sum(result.errors_by_class.values())
+    print(f"\nrows failed: {failed}" + "".join(f", {k}: {v}" for k, v in sorted(result.errors_by_class.items())))
+    if failed:
+        print(f"failed rows are in {result.output}/_dead_letter; re-drive them with: apwa-spark retry-failed {result.run_id}")
     print(f"\nSummary ({result.root.get('status')}):\n{result.summary or result.root.get('error')}")
+
+
+def _retry_failed(args) -> int:
+    """Re-run a run's job into its output: every ok answer comes from the run's response cache, so
+    only the rows that failed call the LLM again, and the level tables are rewritten whole."""
+    from apwa_spark.runs import load_manifest
+    from apwa_spark.session import get_session
+    from apwa_spark.summarize import summarize_play
+
+    base = Settings.load(overrides=parse_conf(args.conf), conf_file=args.conf_file)
+    manifest = load_manifest(args.run_id, base)
+    keys = dict(manifest["settings"])
+    if manifest.get("embedded"):
+        keys.pop("spark.apwa.llm.baseUrl", None)
+    settings = Settings.load(overrides={**keys, **parse_conf(args.conf)}, conf_file=args.conf_file)
+    spark = get_session(master=args.master)
+    spark.sparkContext.setLogLevel("WARN")
+    before = sum(manifest.get("errors_by_class", {}).values())
+    result = summarize_play(manifest["play"], manifest["output"], spark, settings, max_scenes=manifest.get("max_scenes"))
+    report(result)
+    calls = sum(level.llm_calls for level in result.levels)
+    print(f"\nretry of {args.run_id}: {before} failed rows before, {sum(result.errors_by_class.values())} after, {calls} LLM calls")
     return 0 if result.root.get("status") == "ok" else 1
 
 
@@ -118,7 +155,7 @@ def _plays(args) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "summarize": _summarize, "plays": _plays}
+COMMANDS = {"serve": _serve, "summarize": _summarize, "retry-failed": _retry_failed, "plays": _plays}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -43,6 +43,17 @@ class LLMSettings(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2)
     seed: int | None = Field(0, description="sampling seed, where the endpoint supports one")
     frequency_penalty: float = Field(0.5, alias="frequencyPenalty", ge=-2, le=2, description="discourages the loops small base models fall into")
+    rpm: float | None = Field(None, gt=0, description="requests per minute for the whole job (shared out across concurrent tasks)")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute for the whole job (prompt estimate + completion cap)")
+
+
+class CacheSettings(BaseModel):
+    """The response cache (``spark.apwa.cache.*``): a Delta table of ok completions."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    enabled: bool = Field(True, description="reuse answers already paid for; write new ones as they arrive")
+    path: str | None = Field(None, description="cache Delta table; unset: <job output>/_llm_cache")
 
 
 class EmbeddedSettings(BaseModel):
@@ -68,6 +79,14 @@ class SummarizeSettings(BaseModel):
     partitions: int = Field(2, ge=1, description="partitions of the level-0 DataFrame")
 
 
+class RunSettings(BaseModel):
+    """Run bookkeeping (``spark.apwa.run.*``)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    registry: str = Field("~/.apwa/runs", description="folder indexing run manifests for `apwa-spark retry-failed`")
+
+
 class Settings(BaseModel):
     """All apwa-spark settings. Build with :meth:`load`; pass to jobs and UDFs as plain data."""
 
@@ -76,6 +95,8 @@ class Settings(BaseModel):
     llm: LLMSettings = LLMSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     summarize: SummarizeSettings = SummarizeSettings()
+    cache: CacheSettings = CacheSettings()
+    run: RunSettings = RunSettings()
 
     @classmethod
     def load(
@@ -122,23 +143,33 @@ class Settings(BaseModel):
         return "not-needed"
 
     def with_overrides(self, **keys: str) -> "Settings":
-        """A copy with ``spark.apwa.*`` keys replaced (keyword names use ``_`` for ``.``)."""
+        """A copy with some ``spark.apwa.*`` keys replaced: ``s.with_overrides(**{"spark.apwa.llm.concurrency": "8"})``.
+
+        Raises:
+            ConfigError: an unknown key or an invalid value.
+        """
         return self._from_keys({**self.as_keys(), **keys})
 
     def as_keys(self) -> dict[str, str]:
         """Every non-secret setting as ``spark.apwa.*`` key ──► string value (for logs, Spark conf)."""
         out = {}
-        for group in ("llm", "embedded", "summarize"):
+        for group in GROUPS:
             for name, value in getattr(self, group).model_dump(by_alias=True, exclude={"api_key"}).items():
                 if value is not None:
                     out[f"{CONF_PREFIX}{group}.{name}"] = str(value)
         return out
 
 
+GROUPS: dict[str, type[BaseModel]] = {
+    "llm": LLMSettings, "embedded": EmbeddedSettings, "summarize": SummarizeSettings, "cache": CacheSettings,
+    "run": RunSettings,
+}
+
+
 def known_keys() -> set[str]:
     """All valid ``spark.apwa.*`` keys."""
     keys = set()
-    for group, model in (("llm", LLMSettings), ("embedded", EmbeddedSettings), ("summarize", SummarizeSettings)):
+    for group, model in GROUPS.items():
         for name, field in model.model_fields.items():
             keys.add(f"{CONF_PREFIX}{group}.{field.alias or name}")
     return keys

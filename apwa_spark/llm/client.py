@@ -5,7 +5,10 @@ errors and timeouts with exponential backoff that honours ``Retry-After`` are th
 own (``max_retries``, ``timeout``). On top of it this module adds what a Spark task needs:
 
 * bounded concurrency per task (``spark.apwa.llm.concurrency`` calls in flight),
-* identical calls in one batch sent once,
+* the job's RPM/TPM budgets shared out across concurrent tasks (:mod:`apwa_spark.llm.ratelimit`),
+* identical calls in one batch sent once, and answers already paid for read from the response
+  cache (:mod:`apwa_spark.llm.cache`) instead of sent,
+* retries of malformed response bodies, and one repair attempt for invalid structured output,
 * token usage per call, from the endpoint's ``usage`` (its own tokenizer),
 * errors as data: every task gets a :class:`Completion` with ``status`` ``ok`` or ``error``;
   nothing raises per row,
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -25,10 +29,13 @@ from typing import Any, Coroutine, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+import jsonschema
 import openai
 
 from apwa_spark.config import Settings
-from apwa_spark.llm.prompts import Task, cache_key, render_chat, render_completion
+from apwa_spark.llm.cache import ResponseCache
+from apwa_spark.llm.prompts import Task, cache_key, clean_text, render_chat, render_completion
+from apwa_spark.llm.ratelimit import RateLimiter
 
 T = TypeVar("T")
 
@@ -49,9 +56,12 @@ class Completion:
         text: the completion text (stripped); for an error, the raw output if any came back.
         status: ``ok`` or ``error``.
         error: ``ErrorClass: message`` when ``status`` is ``error``.
-        prompt_tokens / completion_tokens / cached_tokens: from the endpoint's usage; 0 when no
-            call was made (empty input, or a duplicate of another task in the batch).
-        calls: LLM requests made for this task (0 or 1; retries inside the openai client not counted).
+        prompt_tokens / completion_tokens / cached_tokens: from the endpoint's usage (cached: the
+            prompt tokens its prefix cache served); 0 when no call was made.
+        calls: LLM requests (attempts) this task caused, retries and the repair attempt included; 0
+            for empty input, a duplicate of another task in the batch, or a response-cache hit.
+        from_cache: the answer came from the response cache.
+        text_tokens: tokens of the answer text (the call's completion tokens, also on a cache hit).
     """
 
     text: str | None
@@ -61,14 +71,30 @@ class Completion:
     completion_tokens: int = 0
     cached_tokens: int = 0
     calls: int = 0
+    from_cache: bool = False
+    text_tokens: int = 0
+
+    @property
+    def error_class(self) -> str | None:
+        """The error's class name (``RateLimitError``, ``InvalidJSON``, ``EmptyInput`` …)."""
+        return self.error.split(":", 1)[0] if self.error else None
 
     @classmethod
     def failed(cls, error: str, text: str | None = None, calls: int = 0) -> "Completion":
         return cls(text=text, status="error", error=error, calls=calls)
 
 
+#: openai errors its client already retried ``maxRetries`` times before raising.
+RETRIED_BY_OPENAI = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, openai.ConflictError)
+
+
 class LLMClient:
     """Sends :class:`Task` batches to the configured endpoint.
+
+    Args:
+        settings: endpoint, concurrency, retries, limits and cache location.
+        tasks: Spark tasks that may run at once in this job; each client takes ``1/tasks`` of the
+            job's ``llm.rpm`` / ``llm.tpm`` budgets.
 
     Example::
 
@@ -77,15 +103,20 @@ class LLMClient:
         c.status, c.text, c.prompt_tokens
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, tasks: int = 1):
         if not settings.llm.base_url:
             raise ValueError("LLMClient needs spark.apwa.llm.baseUrl (start the embedded endpoint first)")
         self.settings = settings
         self.base_url = settings.llm.base_url.rstrip("/")
+        self.tasks = tasks
+        self.cache = ResponseCache(settings.cache.path) if settings.cache.enabled and settings.cache.path else None
 
     # ---- public, synchronous (pandas UDFs, driver) -------------------------------------------
     def complete(self, tasks: Sequence[Task]) -> list[Completion]:
-        """Run ``tasks`` with at most ``llm.concurrency`` in flight; one :class:`Completion` each, in order."""
+        """Run ``tasks`` with at most ``llm.concurrency`` in flight; one :class:`Completion` each, in order.
+
+        Identical tasks are sent once; answers in the response cache are not sent at all.
+        """
         return run_sync(self.acomplete(tasks))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -97,7 +128,7 @@ class LLMClient:
         counts = []
         with httpx.Client(timeout=self.settings.llm.timeout) as http:
             for text in texts:
-                response = http.post(url, json={"content": text})
+                response = http.post(url, json={"content": clean_text(text)})
                 if response.status_code == 404:
                     return [math.ceil(len(t) / FALLBACK_CHARS_PER_TOKEN) for t in texts]
                 response.raise_for_status()
@@ -109,15 +140,21 @@ class LLMClient:
         style, model = self.settings.llm.prompt_style, self.settings.llm.model
         keys = [cache_key(task, style, model) for task in tasks]
         unique = {key: task for key, task in zip(keys, tasks)}
+        cached = await asyncio.to_thread(self.cache.get_many, unique) if self.cache else {}
+        to_send = {key: task for key, task in unique.items() if key not in cached}
+        recorder = _CacheRecorder(self.cache, model)
         semaphore = asyncio.Semaphore(self.settings.llm.concurrency)
+        limiter = RateLimiter(self.settings.llm.rpm, self.settings.llm.tpm, self.tasks)
         async with openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=self.settings.api_key(),
             timeout=self.settings.llm.timeout,
             max_retries=self.settings.llm.max_retries,
         ) as client:
-            results = await asyncio.gather(*(self._one(client, semaphore, task) for task in unique.values()))
-        by_key = dict(zip(unique, results))
+            sent = await asyncio.gather(*(self._one(client, semaphore, limiter, task, key, recorder)
+                                          for key, task in to_send.items()))
+        await recorder.close()
+        by_key = {key: _from_cache(row) for key, row in cached.items()} | dict(zip(to_send, sent))
         out, seen = [], set()
         for key in keys:
             result = by_key[key]
@@ -125,19 +162,40 @@ class LLMClient:
             seen.add(key)
         return out
 
-    async def _one(self, client: openai.AsyncOpenAI, semaphore: asyncio.Semaphore, task: Task) -> Completion:
+    async def _one(self, client, semaphore, limiter, task: Task, key: str, recorder: "_CacheRecorder") -> Completion:
         if task.input is None or not task.input.strip():
             return Completion.failed("EmptyInput: input text is empty or null; no LLM call made")
         async with semaphore:
-            try:
-                text, usage = await self._request(client, task)
-            except openai.APIConnectionError as exc:
-                return Completion.failed(f"{type(exc).__name__}: cannot reach {self.base_url}: {exc}", calls=1)
-            except (openai.OpenAIError, ValueError) as exc:  # HTTP errors, malformed bodies
-                return Completion.failed(f"{type(exc).__name__}: {_short(exc)}", calls=1)
-        return _checked(task, text, usage)
+            result = await self._attempts(client, limiter, task)
+            if task.json_schema is not None and result.error_class in ("InvalidJSON", "SchemaMismatch"):
+                result = _add_calls(await self._attempts(client, limiter, repair_task(task, result)), result.calls)
+        if result.status == "ok":
+            recorder.add(key, result)
+        return result
 
-    async def _request(self, client: openai.AsyncOpenAI, task: Task) -> tuple[str, Any]:
+    async def _attempts(self, client, limiter, task: Task) -> Completion:
+        """One task's call. HTTP-level retries (429 with ``Retry-After``, 5xx, connection errors,
+        timeouts) are the openai client's; malformed bodies, which it does not retry, are retried
+        here, up to ``maxRetries`` times."""
+        llm = self.settings.llm
+        calls, last = 0, ""
+        for _ in range(llm.max_retries + 1):
+            await limiter.acquire(len(task.input) // 3 + task.max_tokens)
+            try:
+                text, usage, retries = await self._request(client, task)
+            except RETRIED_BY_OPENAI as exc:
+                where = f"cannot reach {self.base_url}: " if isinstance(exc, openai.APIConnectionError) else ""
+                return Completion.failed(f"{type(exc).__name__}: {where}{_short(exc)}", calls=calls + llm.max_retries + 1)
+            except openai.APIStatusError as exc:  # other 4xx: not retryable (bad request, schema rejected, auth)
+                return Completion.failed(f"{type(exc).__name__}: {_short(exc)}", calls=calls + 1)
+            except (openai.APIResponseValidationError, ValueError) as exc:  # a garbage body
+                calls += 1
+                last = f"MalformedResponse: {type(exc).__name__}: {_short(exc)}"
+                continue
+            return _add_calls(_checked(task, text, usage), calls + retries + 1)
+        return Completion.failed(last, calls=calls)
+
+    async def _request(self, client: openai.AsyncOpenAI, task: Task) -> tuple[str, Any, int]:
         llm = self.settings.llm
         params: dict[str, Any] = dict(
             model=llm.model,
@@ -151,7 +209,8 @@ class LLMClient:
             prompt, stop = render_completion(task)
             extra = {"json_schema": task.json_schema} if task.json_schema else None
             stop = None if task.json_schema else stop  # the grammar ends the output; a stop could cut the JSON
-            response = await client.completions.create(prompt=prompt, stop=stop, extra_body=extra, **params)
+            raw = await client.completions.with_raw_response.create(prompt=prompt, stop=stop, extra_body=extra, **params)
+            response = raw.parse()
             choice_text = response.choices[0].text
             if isinstance(choice_text, str) and task.template.answer_prefix:
                 choice_text = task.template.answer_prefix + choice_text
@@ -161,11 +220,55 @@ class LLMClient:
                     "type": "json_schema",
                     "json_schema": {"name": "output", "schema": task.json_schema, "strict": True},
                 }
-            response = await client.chat.completions.create(messages=render_chat(task), **params)
+            raw = await client.chat.completions.with_raw_response.create(messages=render_chat(task), **params)
+            response = raw.parse()
             choice_text = response.choices[0].message.content
         if not isinstance(choice_text, str):
             raise ValueError(f"endpoint returned no completion text (got {type(choice_text).__name__})")
-        return choice_text, response.usage
+        return choice_text, response.usage, raw.retries_taken
+
+
+class _CacheRecorder:
+    """Appends ok answers to the response cache as they arrive: one commit at a time, each taking
+    everything that arrived while the previous one was written (group commit)."""
+
+    def __init__(self, cache: ResponseCache | None, model: str):
+        self.cache, self.model = cache, model
+        self.pending: list[tuple] = []
+        self.writer: asyncio.Task | None = None
+
+    def add(self, key: str, c: Completion) -> None:
+        if self.cache is None:
+            return
+        self.pending.append((key, c.text, self.model, c.prompt_tokens, c.completion_tokens))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self.pending:
+            rows, self.pending = self.pending, []
+            await asyncio.to_thread(self.cache.put_many, rows)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer
+        await self._drain()
+
+
+def repair_task(task: Task, failed: Completion) -> Task:
+    """The one repair attempt for invalid structured output: the same task, told what was wrong."""
+    note = (f"\n\nA previous answer was rejected ({failed.error}). Previous answer: {failed.text!r}. "
+            "Answer again with JSON that matches the schema.")
+    return dataclasses.replace(task, input=task.input + note)
+
+
+def _add_calls(c: Completion, calls: int) -> Completion:
+    """``c`` with ``calls`` more requests behind it (earlier attempts)."""
+    return dataclasses.replace(c, calls=c.calls + calls)
+
+
+def _from_cache(row: dict) -> Completion:
+    return Completion(text=row["text"], status="ok", from_cache=True, text_tokens=row["completion_tokens"])
 
 
 def _checked(task: Task, text: str, usage: Any) -> Completion:
@@ -173,17 +276,18 @@ def _checked(task: Task, text: str, usage: Any) -> Completion:
         prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
         cached_tokens=_cached_tokens(usage),
-        calls=1,
     )
     text = text.strip()
     if task.json_schema is not None:
         try:
-            json.loads(text)
+            jsonschema.validate(json.loads(text), task.json_schema)
         except json.JSONDecodeError as exc:
             return Completion(text=text, status="error", error=f"InvalidJSON: {exc}", **tokens)
+        except jsonschema.ValidationError as exc:
+            return Completion(text=text, status="error", error=f"SchemaMismatch: {exc.message}", **tokens)
     if not text:
         return Completion(text=text, status="error", error="EmptyCompletion: the model returned no text", **tokens)
-    return Completion(text=text, status="ok", **tokens)
+    return Completion(text=text, status="ok", text_tokens=tokens["completion_tokens"], **tokens)
 
 
 def _cached_tokens(usage: Any) -> int:
@@ -192,7 +296,7 @@ def _cached_tokens(usage: Any) -> int:
 
 
 def _duplicate_of(result: Completion) -> Completion:
-    return Completion(text=result.text, status=result.status, error=result.error)
+    return dataclasses.replace(result, prompt_tokens=0, completion_tokens=0, cached_tokens=0, calls=0)
 
 
 def _short(exc: Exception, limit: int = 500) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,10 +69,19 @@ class Task:
     json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
+def clean_text(text: str) -> str:
+    """Text safe to send: lone surrogates become U+FFFD, control characters (but tab and newline) a space."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return _CONTROL.sub(" ", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def render_completion(task: Task) -> tuple[str, list[str]]:
     """Completion prompt and stop sequences (``completion`` style): instruction, input, cue."""
     t = task.template
-    return f"{t.instruction.strip()}\n\n{task.input.strip()}\n\n{t.cue}", ["\n\n"]
+    return f"{t.instruction.strip()}\n\n{clean_text(task.input).strip()}\n\n{t.cue}", ["\n\n"]
 
 
 def render_chat(task: Task) -> list[dict[str, str]]:
@@ -80,7 +90,7 @@ def render_chat(task: Task) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": t.instruction.strip()}]
     for example_in, example_out in t.examples:
         messages += [{"role": "user", "content": example_in.strip()}, {"role": "assistant", "content": example_out.strip()}]
-    messages.append({"role": "user", "content": task.input.strip()})
+    messages.append({"role": "user", "content": clean_text(task.input).strip()})
     return messages
 
 

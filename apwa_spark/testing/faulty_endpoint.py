@@ -3,10 +3,13 @@
 It forwards every request to an upstream endpoint (the embedded llama-server) and, per request,
 injects one fault with the configured probabilities:
 
+* ``http_429``: HTTP 429 with ``Retry-After: <retry_after>`` seconds;
+* ``http_500``: HTTP 500;
+* ``stall``: holds the request ``stall_seconds`` (past the client's timeout), then closes without answering;
+* ``truncated``: sends the headers and half the body, then closes the connection;
 * ``non_json``: HTTP 200 whose body is not JSON at all;
 * ``bad_json_output``: a well-formed completion response whose *text* is broken JSON
-  (what a model gives when it ignores a JSON schema);
-* ``http_500``: HTTP 500.
+  (what a model gives when it ignores a JSON schema).
 
 Faults are drawn from a seeded ``random.Random``, so a run is repeatable. ``requests`` counts the
 requests received on completion routes. Usage::
@@ -20,11 +23,12 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-FAULTS = ("non_json", "bad_json_output", "http_500")
+FAULTS = ("http_429", "http_500", "stall", "truncated", "non_json", "bad_json_output")
 
 
 class FaultyEndpoint:
@@ -33,17 +37,20 @@ class FaultyEndpoint:
     Args:
         upstream: base URL of the real endpoint, e.g. ``http://127.0.0.1:8080/v1``.
         seed: seed of the fault draws.
+        retry_after: seconds sent in ``Retry-After`` with each 429.
+        stall_seconds: how long a ``stall`` waits before forwarding.
         **rates: probability in [0, 1] per fault name in :data:`FAULTS`; their sum must be <= 1.
 
     Raises:
         ValueError: an unknown fault name or rates summing above 1.
     """
 
-    def __init__(self, upstream: str, seed: int = 0, **rates: float):
+    def __init__(self, upstream: str, seed: int = 0, retry_after: float = 1.0, stall_seconds: float = 10.0, **rates: float):
         unknown = set(rates) - set(FAULTS)
         if unknown or sum(rates.values()) > 1:
             raise ValueError(f"fault rates must be among {FAULTS} and sum to <= 1, got {rates}")
         self.upstream = upstream.rstrip("/")
+        self.retry_after, self.stall_seconds = retry_after, stall_seconds
         self.rates = rates
         self.random = random.Random(seed)
         self.lock = threading.Lock()
@@ -81,9 +88,16 @@ class FaultyEndpoint:
                     return self._send(200, b"<html>upstream exploded</html>", "application/json")
                 if fault == "http_500":
                     return self._send(500, b'{"error": {"message": "injected failure"}}', "application/json")
-                self._forward(body, broken_output=fault == "bad_json_output")
+                if fault == "http_429":
+                    return self._send(429, b'{"error": {"message": "rate limited"}}', "application/json",
+                                      {"Retry-After": str(proxy.retry_after)})
+                if fault == "stall":  # the client times out first; the upstream is never asked
+                    time.sleep(proxy.stall_seconds)
+                    self.close_connection = True
+                    return
+                self._forward(body, broken_output=fault == "bad_json_output", truncate=fault == "truncated")
 
-            def _forward(self, body: bytes, broken_output: bool = False):
+            def _forward(self, body: bytes, broken_output: bool = False, truncate: bool = False):
                 path = self.path[len("/v1"):] if self.path.startswith("/v1") else self.path
                 url = (proxy.upstream if self.path.startswith("/v1") else proxy.upstream[: -len("/v1")]) + path
                 with httpx.Client(timeout=600) as http:
@@ -98,14 +112,22 @@ class FaultyEndpoint:
                         else:
                             choice["message"]["content"] = '{"summary": "unterminated'
                     payload = json.dumps(data).encode()
+                if truncate:
+                    self._send(response.status_code, payload, "application/json", length=len(payload))
+                    self.close_connection = True
+                    return
                 self._send(response.status_code, payload, response.headers.get("content-type", "application/json"))
 
-            def _send(self, status: int, payload: bytes, content_type: str):
+            def _send(self, status: int, payload: bytes, content_type: str, headers: dict | None = None,
+                      length: int | None = None):
+                """Send ``payload``; with ``length``, announce that many bytes but send only half."""
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Content-Length", str(length or len(payload)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                self.wfile.write(payload if length is None else payload[: length // 2])
 
         return Handler
 

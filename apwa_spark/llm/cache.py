@@ -1,0 +1,69 @@
+"""Response cache: a Delta table of ``ok`` completions keyed by the call's identity.
+
+The key (:func:`apwa_spark.llm.prompts.cache_key`) hashes model, prompt style, rendered prompt,
+generation parameters and output schema. Only ``ok`` answers are stored, so a re-run retries what
+failed and reuses what was paid for. Spark tasks append to the table themselves as their calls
+finish (delta-rs; concurrent blind appends are retried on commit conflicts), so a job killed
+mid-run loses only the calls in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SCHEMA = pa.schema([
+    ("key", pa.string()),
+    ("text", pa.string()),
+    ("model", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("created_ms", pa.int64()),
+])
+COMMIT_TRIES = 8
+
+
+class ResponseCache:
+    """Read and append cached completions at ``path`` (a Delta table, created on first write)."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(Path(path).resolve())
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
+        """key ──► cached row (``text``, ``prompt_tokens``, ``completion_tokens``) for the keys present."""
+        from deltalake import DeltaTable
+
+        keys = list(set(keys))
+        if not keys or not DeltaTable.is_deltatable(self.path):
+            return {}
+        table = DeltaTable(self.path).to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
+        return {row["key"]: row for row in table.to_pylist()}
+
+    def put_many(self, rows: list[tuple[str, str, str, int, int]]) -> None:
+        """Append (key, text, model, prompt_tokens, completion_tokens) rows in one commit."""
+        from deltalake import write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        if not rows:
+            return
+        now = int(time.time() * 1000)
+        table = pa.Table.from_pylist(
+            [dict(zip(SCHEMA.names, (*row, now))) for row in rows], schema=SCHEMA)
+        for attempt in range(COMMIT_TRIES):
+            try:
+                write_deltalake(self.path, table, mode="append")
+                return
+            except CommitFailedError:  # another task committed the same version first
+                time.sleep(0.05 * (attempt + 1))
+        write_deltalake(self.path, table, mode="append")
+
+    def compact(self) -> None:
+        """Merge the many small files that per-call appends leave (driver, at job end)."""
+        from deltalake import DeltaTable
+
+        if DeltaTable.is_deltatable(self.path):
+            DeltaTable(self.path).optimize.compact()
