@@ -1,0 +1,11 @@
+"""apwa-spark: LLM executor agents over Spark DataFrames (the APWA pattern on Spark).
+
+The path through the package: query ──► :mod:`~apwa_spark.plan.planner` ──► :class:`~apwa_spark.plan.ir.Plan`
+──► :mod:`~apwa_spark.plan.compiler` (pandas UDFs) ──► :mod:`~apwa_spark.plan.agents` /
+:mod:`~apwa_spark.agent` ──► :mod:`~apwa_spark.llm.client` ──► :mod:`~apwa_spark.delta`.
+"""
+
+from apwa_spark.api import (chunk, classify, extract, filter_rows, map_text, plan, redact, reduce_groups,  # noqa: F401
+                            run)
+from apwa_spark.plan.ir import Plan, PlanError  # noqa: F401
+from apwa_spark.summarize import summarize_play  # noqa: F401

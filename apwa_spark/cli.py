@@ -1,4 +1,4 @@
-"""``apwa-spark`` command line: ``serve``, ``summarize``, ``retry-failed``, ``plays``.
+"""``apwa-spark`` command line: ``serve``, ``summarize``, ``retry-failed``, ``plan``, ``run``, ``explain``, ``plays``.
 
 Every command accepts ``--conf spark.apwa.KEY=VALUE`` (repeatable) and ``--conf-file PATH``; see
 ``conf/apwa-defaults.conf`` for the keys.
@@ -33,6 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("run_id", metavar="RUN_ID", help="the run id the job printed (see <output>/_runs/)")
     _common(retry)
     retry.add_argument("--master", help="Spark master (default local[2])")
+
+    plan = sub.add_parser("plan", help="plan a query over an input and print the plan (YAML)")
+    plan.add_argument("query")
+    plan.add_argument("--input", required=True, help="Delta table, .parquet, .csv, .jsonl, or a folder of .txt/.md files")
+    _common(plan)
+
+    run = sub.add_parser("run", help="plan a query (or load --plan) and execute it into a Delta table")
+    run.add_argument("query", nargs="?", default="", help="the query (omit with --plan)")
+    run.add_argument("--input", required=True)
+    run.add_argument("--output", required=True, help="directory for the result and intermediate Delta tables")
+    run.add_argument("--plan", help="a saved or hand-written plan file (YAML or JSON)")
+    _common(run)
+
+    explain = sub.add_parser("explain", help="print the plan, Spark's physical plan and an LLM call/token estimate; runs nothing")
+    explain.add_argument("query", nargs="?", default="")
+    explain.add_argument("--input", required=True)
+    explain.add_argument("--plan", help="a plan file (YAML or JSON)")
+    _common(explain)
 
     sub.add_parser("plays", help="list the plays the summarize job can read")
     return parser
@@ -118,7 +136,8 @@ def report(result) -> None:
     print(f"\nrun {result.run_id} ({result.play}): {len(result.levels)} tables in {result.output}, {result.seconds:.1f} s\n")
     print(result.table())
     failed = sum(result.errors_by_class.values())
-    print(f"\nrows failed: {failed}" + "".join(f", {k}: {v}" for k, v in sorted(result.errors_by_class.items())))
+    ok = sum(level.rows - level.errors for level in result.levels[1:])
+    print(f"\nrows ok: {ok}; rows failed: {failed}" + "".join(f", {k}: {v}" for k, v in sorted(result.errors_by_class.items())))
     if failed:
         print(f"failed rows are in {result.output}/_dead_letter; re-drive them with: apwa-spark retry-failed {result.run_id}")
     print(f"\nSummary ({result.root.get('status')}):\n{result.summary or result.root.get('error')}")
@@ -147,6 +166,54 @@ def _retry_failed(args) -> int:
     return 0 if result.root.get("status") == "ok" else 1
 
 
+def _load_plan(args, df, settings):
+    from apwa_spark.api import plan as plan_query
+    from apwa_spark.plan.ir import Plan
+
+    if getattr(args, "plan", None):
+        from pathlib import Path
+
+        return Plan.parse(Path(args.plan).read_text())
+    if not args.query:
+        raise ValueError("give a query or --plan FILE")
+    return plan_query(df, args.query, settings)
+
+
+def _input_session(args):
+    from apwa_spark.inputs import read_input
+    from apwa_spark.session import get_session
+
+    spark = get_session()
+    spark.sparkContext.setLogLevel("WARN")
+    settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
+    return spark, read_input(spark, args.input), settings
+
+
+def _plan(args) -> int:
+    spark, df, settings = _input_session(args)
+    print(_load_plan(args, df, settings).to_yaml())
+    return 0
+
+
+def _run(args) -> int:
+    from apwa_spark.plan.run import run_plan
+
+    spark, df, settings = _input_session(args)
+    plan = _load_plan(args, df, settings)
+    print(plan.to_yaml())
+    result = run_plan(df, plan, args.output, settings)
+    result.show(10, truncate=60)
+    return 0
+
+
+def _explain(args) -> int:
+    from apwa_spark.plan.explain import explain
+
+    spark, df, settings = _input_session(args)
+    print(explain(df, _load_plan(args, df, settings), settings))
+    return 0
+
+
 def _plays(args) -> int:
     from apwa_spark.plays import available_plays
 
@@ -155,7 +222,8 @@ def _plays(args) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "summarize": _summarize, "retry-failed": _retry_failed, "plays": _plays}
+COMMANDS = {"serve": _serve, "summarize": _summarize, "retry-failed": _retry_failed, "plan": _plan, "run": _run,
+            "explain": _explain, "plays": _plays}
 
 if __name__ == "__main__":
     sys.exit(main())

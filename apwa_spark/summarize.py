@@ -380,7 +380,11 @@ def _groups_left(spark: SparkSession, path: str, keys: list[str]) -> bool:
 
 
 def iter_lineage(tables: dict[str, pd.DataFrame], root_id: str) -> Iterator[str]:
-    """All ids reachable from ``root_id`` through ``children`` over the given node tables (node_id ──► row)."""
+    """All ids reachable from ``root_id`` through ``children``.
+
+    Args:
+        tables: table name ──► pandas DataFrame with ``node_id`` and ``children`` columns.
+    """
     children = {nid: list(kids) for t in tables.values() for nid, kids in zip(t["node_id"], t["children"])}
     stack = [root_id]
     while stack:

@@ -1,0 +1,95 @@
+"""Output schemas: JSON schema (or a pydantic model) ──► Spark ``StructType``.
+
+Mapping: ``string`` ──► StringType, ``integer`` ──► LongType, ``number`` ──► DoubleType,
+``boolean`` ──► BooleanType, ``object`` with ``properties`` ──► StructType (nested),
+``array`` with ``items`` ──► ArrayType. ``["T", "null"]`` and ``anyOf`` with ``null`` (what pydantic
+writes for ``Optional``) become nullable T. ``$ref`` to ``$defs`` is resolved (pydantic nested models).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql.types import (ArrayType, BooleanType, DataType, DoubleType, LongType, StringType, StructField,
+                               StructType)
+
+SCALARS: dict[str, DataType] = {"string": StringType(), "integer": LongType(), "number": DoubleType(),
+                                "boolean": BooleanType()}
+
+
+class SchemaError(ValueError):
+    """An output schema apwa-spark cannot map to a Spark type; says which part and why."""
+
+
+def json_schema_of(schema: Any) -> dict[str, Any]:
+    """A JSON schema dict from a dict or a pydantic model class."""
+    if isinstance(schema, dict):
+        return schema
+    if hasattr(schema, "model_json_schema"):
+        return schema.model_json_schema()
+    raise SchemaError(f"output schema must be a JSON schema dict or a pydantic model, got {type(schema).__name__}")
+
+
+def json_schema_to_spark(schema: Any) -> StructType:
+    """The Spark struct for a JSON schema of an object.
+
+    Raises:
+        SchemaError: not an object schema, or a part without a mappable type.
+    """
+    schema = json_schema_of(schema)
+    if schema.get("type") != "object" or not isinstance(schema.get("properties"), dict) or not schema["properties"]:
+        raise SchemaError(f"output schema must be an object with properties, got {str(schema)[:200]}")
+    result = _convert(schema, schema.get("$defs", {}), "$")
+    assert isinstance(result, StructType)
+    return result
+
+
+def _convert(node: dict[str, Any], defs: dict[str, Any], path: str) -> DataType:
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        if name not in defs:
+            raise SchemaError(f"{path}: unresolved $ref {node['$ref']!r}")
+        return _convert(defs[name], defs, path)
+    options = node.get("anyOf") or node.get("oneOf")
+    if options:
+        non_null = [o for o in options if o.get("type") != "null"]
+        if len(non_null) != 1:
+            raise SchemaError(f"{path}: only a single type or an optional type is supported, got {options}")
+        return _convert(non_null[0], defs, path)
+    kind = node.get("type")
+    if isinstance(kind, list):
+        non_null = [k for k in kind if k != "null"]
+        if len(non_null) != 1:
+            raise SchemaError(f"{path}: union types {kind} are not supported")
+        kind = non_null[0]
+    if kind in SCALARS:
+        return SCALARS[kind]
+    if kind == "array":
+        if not isinstance(node.get("items"), dict):
+            raise SchemaError(f"{path}: an array needs an 'items' schema")
+        return ArrayType(_convert(node["items"], defs, path + "[]"))
+    if kind == "object":
+        props = node.get("properties")
+        if not isinstance(props, dict) or not props:
+            raise SchemaError(f"{path}: an object needs 'properties'")
+        return StructType([StructField(k, _convert(v, defs, f"{path}.{k}"), True) for k, v in props.items()])
+    raise SchemaError(f"{path}: unsupported or missing type {kind!r} (use string, integer, number, boolean, object, array)")
+
+
+def coerce(value: Any, dtype: DataType) -> Any:
+    """A parsed JSON value shaped to ``dtype`` for Arrow (missing fields ──► None, wrong types ──► None)."""
+    if value is None:
+        return None
+    if isinstance(dtype, StructType):
+        if not isinstance(value, dict):
+            return None
+        return {f.name: coerce(value.get(f.name), f.dataType) for f in dtype.fields}
+    if isinstance(dtype, ArrayType):
+        return [coerce(v, dtype.elementType) for v in value] if isinstance(value, list) else None
+    if isinstance(dtype, BooleanType):
+        return value if isinstance(value, bool) else None
+    if isinstance(dtype, LongType):
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(dtype, DoubleType):
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return value if isinstance(value, str) else str(value)
