@@ -5,7 +5,9 @@ The path through the package: query ──► :mod:`~apwa_spark.plan.planner` �
 :mod:`~apwa_spark.agent` ──► :mod:`~apwa_spark.llm.client` ──► :mod:`~apwa_spark.delta`.
 """
 
-from apwa_spark.api import (chunk, classify, extract, filter_rows, map_text, plan, redact, reduce_groups,  # noqa: F401
-                            run)
-from apwa_spark.plan.ir import Plan, PlanError  # noqa: F401
-from apwa_spark.summarize import summarize_play  # noqa: F401
+from apwa_spark.api import chunk, classify, extract, filter_rows, map_text, plan, redact, reduce_groups, run
+from apwa_spark.plan.ir import Plan, PlanError
+from apwa_spark.summarize import summarize_play
+
+__all__ = ["chunk", "classify", "extract", "filter_rows", "map_text", "plan", "redact", "reduce_groups", "run",
+           "Plan", "PlanError", "summarize_play"]

@@ -8,7 +8,6 @@ the files added since the step began) every ``interval`` seconds.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 from tqdm import tqdm
 

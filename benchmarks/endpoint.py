@@ -8,6 +8,10 @@ server's cached-token share, errors, and sample outputs.
     python benchmarks/endpoint.py                       # the embedded llama-server, started here
     python benchmarks/endpoint.py --base-url URL --label llama-cpp-python
 
+(llama-cpp-python was measured from its own venv: `pip install "llama-cpp-python[server]"`, then
+`python -m llama_cpp.server --model GGUF --n_ctx 4096 --n_threads 2`; it has no `/tokenize`, so
+`--tokenizer-url` points the chunker at a llama-server.)
+
 Results merge by label into results/endpoint_choice.{json,md}.
 """
 

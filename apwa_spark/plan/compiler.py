@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import (ArrayType, BooleanType, DataType, IntegerType, LongType, StringType, StructField,
@@ -168,7 +168,3 @@ def compile_steps(df: DataFrame, plan: Plan, job: JobContext) -> DataFrame:
         df = COMPILERS[step.kind](df, name, step, job)
     return df
 
-
-def output_column(step) -> Column | None:
-    """The main output column a step adds, if any."""
-    return F.col(step.output) if hasattr(step, "output") else None

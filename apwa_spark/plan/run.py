@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import StringType, StructField, StructType
 
 from apwa_spark.config import Settings
 from apwa_spark.delta import read_delta, write_delta
@@ -80,11 +79,10 @@ def reduce_step(df: DataFrame, name: str, step: ReduceStep, job: JobContext, out
     nodes = df.select(*keys, order.cast("long").alias("__order"), F.col(texts[0]).cast("string").alias(step.output),
                       F.lit(None).cast(META_SCHEMA).alias(f"{name}_meta"))
     write_delta(nodes, output / f"{name}_r0")
-    schema = StructType([f for f in nodes.schema.fields])
     for round_no in range(1, 21):
         current = read_delta(spark, output / f"{name}_r{round_no - 1}")
         fn = _reduce_group_fn(name, step, keys, job)
-        write_delta(current.groupBy(*keys).applyInPandas(fn, schema), output / f"{name}_r{round_no}")
+        write_delta(current.groupBy(*keys).applyInPandas(fn, nodes.schema), output / f"{name}_r{round_no}")
         done = read_delta(spark, output / f"{name}_r{round_no}")
         if done.groupBy(*keys).count().filter("count > 1").isEmpty():
             return done.drop("__order", *(["__group"] if not step.group_by else []))

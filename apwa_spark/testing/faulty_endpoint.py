@@ -12,7 +12,7 @@ injects one fault with the configured probabilities:
   (what a model gives when it ignores a JSON schema).
 
 Faults are drawn from a seeded ``random.Random``, so a run is repeatable. ``requests`` counts the
-requests received on completion routes. Usage::
+requests received on completion routes and ``bodies`` keeps their bodies. Usage::
 
     with FaultyEndpoint(upstream="http://127.0.0.1:8080/v1", non_json=1.0) as proxy:
         settings = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
@@ -29,6 +29,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 FAULTS = ("http_429", "http_500", "stall", "truncated", "non_json", "bad_json_output")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up on a stalled or truncated answer are expected here, not errors."""
+
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
 
 class FaultyEndpoint:
@@ -55,8 +65,9 @@ class FaultyEndpoint:
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = 0
+        self.bodies: list[bytes] = []  # request bodies received on completion routes, in order
         self.faults: dict[str, int] = {name: 0 for name in FAULTS}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = _QuietServer(("127.0.0.1", 0), self._handler())
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -83,7 +94,10 @@ class FaultyEndpoint:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fault = proxy._draw() if self.path.endswith("completions") else None
+                fault = None
+                if self.path.endswith("completions"):
+                    proxy.bodies.append(body)
+                    fault = proxy._draw()
                 if fault == "non_json":
                     return self._send(200, b"<html>upstream exploded</html>", "application/json")
                 if fault == "http_500":
