@@ -35,11 +35,13 @@ class JobContext:
         settings: the job's settings (endpoint, budgets, cache path).
         run_id: this run's id.
         tasks: Spark tasks that can run at once (``defaultParallelism``): the share of RPM/TPM.
+        plan_id: identity of what runs (a plan's hash, or the summarize job's templates and budgets).
     """
 
     settings: Settings
     run_id: str
     tasks: int = 1
+    plan_id: str = ""
 
     @property
     def endpoint_host(self) -> str:

@@ -22,6 +22,8 @@ what it has not got yet; error rows also go to ``<output>/_dead_letter``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from contextlib import ExitStack, nullcontext
@@ -70,6 +72,7 @@ NODE_SCHEMA = StructType([
     StructField("ordinal", LongType()),
     StructField("children", ArrayType(StringType())),
     StructField("run_id", StringType()),
+    StructField("plan_id", StringType()),
     StructField("step", StringType()),
     StructField("model", StringType()),
     StructField("endpoint_host", StringType()),
@@ -166,6 +169,7 @@ def level0(chunks: DataFrame, job: JobContext) -> DataFrame:
             "ordinal",
             F.array("chunk_id").alias("children"),
             F.lit(job.run_id).alias("run_id"),
+            F.lit(job.plan_id).alias("plan_id"),
             F.lit("chunk").alias("step"),
             F.lit(settings.llm.model).alias("model"),
             F.lit(job.endpoint_host).alias("endpoint_host"),
@@ -241,7 +245,8 @@ def _node(children: pd.DataFrame, level: str, round_no: int, node_id: str, compl
         "play": first["play"], "act": first["act"] if level != "play" else None,
         "scene_id": first["scene_id"] if level == "scene" else None,
         "level": level, "round": round_no, "node_id": node_id, "ordinal": int(children["ordinal"].min()),
-        "children": children["node_id"].tolist(), "run_id": job.run_id, "step": f"{level}_r{round_no}",
+        "children": children["node_id"].tolist(), "run_id": job.run_id, "plan_id": job.plan_id,
+        "step": f"{level}_r{round_no}",
         "model": job.settings.llm.model, "endpoint_host": job.endpoint_host,
         "template_hash": agent.REDUCE_TEMPLATES[level].hash(job.settings.llm.prompt_style),
         **_completion_row(completion),
@@ -299,8 +304,16 @@ def summarize_play(
             check_endpoint(settings)
         else:
             settings = stack.enter_context(EmbeddedEndpoint(settings, log_file=output / "embedded-endpoint.log")).settings
-        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism)
-        return _run(spark, scenes, output, job, manifest)
+        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, job_plan_id(settings))
+        return _run(spark, scenes, output, job, {**manifest, "plan_id": job.plan_id})
+
+
+def job_plan_id(settings: Settings) -> str:
+    """The summarize job's plan identity: sha256 (16 hex digits) of its prompt templates, budgets and model."""
+    style = settings.llm.prompt_style
+    parts = [agent.SCENE_TEMPLATE.hash(style), *(t.hash(style) for t in agent.REDUCE_TEMPLATES.values()),
+             settings.llm.model, settings.summarize.model_dump_json()]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 def _run(spark: SparkSession, scenes: DataFrame, output: Path, job: JobContext, manifest: dict) -> SummarizeResult:

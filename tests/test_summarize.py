@@ -75,6 +75,8 @@ def test_rows_carry_provenance(spark, run, settings):
         df = read_delta(spark, level.path).toPandas()
         assert (df["model"] == settings.llm.model).all()
         assert df["template_hash"].str.len().eq(16).all()
+        assert df["plan_id"].str.len().eq(16).all() and df["run_id"].eq(run.run_id).all()
+        assert df["endpoint_host"].str.startswith("127.0.0.1:").all()
         assert df["status"].isin(["ok", "error"]).all()
         called = df[df["llm_calls"] > 0]
         assert (called["prompt_tokens"] > 0).all() and (called["completion_tokens"] > 0).all()

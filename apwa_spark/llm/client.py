@@ -137,12 +137,13 @@ class LLMClient:
 
     # ---- async core ------------------------------------------------------------------------------
     async def acomplete(self, tasks: Sequence[Task]) -> list[Completion]:
-        style, model = self.settings.llm.prompt_style, self.settings.llm.model
-        keys = [cache_key(task, style, model) for task in tasks]
+        llm = self.settings.llm
+        params = {"temperature": llm.temperature, "seed": llm.seed, "frequency_penalty": llm.frequency_penalty}
+        keys = [cache_key(task, llm.prompt_style, llm.model, params) for task in tasks]
         unique = {key: task for key, task in zip(keys, tasks)}
         cached = await asyncio.to_thread(self.cache.get_many, unique) if self.cache else {}
         to_send = {key: task for key, task in unique.items() if key not in cached}
-        recorder = _CacheRecorder(self.cache, model)
+        recorder = _CacheRecorder(self.cache, llm.model)
         semaphore = asyncio.Semaphore(self.settings.llm.concurrency)
         limiter = RateLimiter(self.settings.llm.rpm, self.settings.llm.tpm, self.tasks)
         async with openai.AsyncOpenAI(

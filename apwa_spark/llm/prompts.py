@@ -94,8 +94,10 @@ def render_chat(task: Task) -> list[dict[str, str]]:
     return messages
 
 
-def cache_key(task: Task, style: PromptStyle, model: str) -> str:
-    """Identity of a call: identical keys in one batch are sent once."""
+def cache_key(task: Task, style: PromptStyle, model: str, params: dict[str, Any]) -> str:
+    """Identity of a call: model, style, rendered prompt, generation parameters (``params`` plus the
+    task's ``max_tokens``) and output schema. Identical keys in one batch are sent once; the
+    response cache is keyed by it."""
     rendered = render_completion(task) if style == "completion" else render_chat(task)
-    payload = json.dumps([model, style, rendered, task.max_tokens, task.json_schema], sort_keys=True)
+    payload = json.dumps([model, style, rendered, task.max_tokens, params, task.json_schema], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()

@@ -40,6 +40,7 @@ META_SCHEMA = StructType([
     StructField("completion_tokens", LongType()),
     StructField("from_cache", BooleanType()),
     StructField("run_id", StringType()),
+    StructField("plan_id", StringType()),
     StructField("step", StringType()),
     StructField("model", StringType()),
     StructField("endpoint_host", StringType()),
@@ -67,7 +68,7 @@ def _meta(c: Completion, name: str, job: JobContext, template_hash: str) -> dict
     return {
         "status": c.status, "error_class": c.error_class, "error": c.error, "llm_calls": c.calls,
         "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "from_cache": c.from_cache,
-        "run_id": job.run_id, "step": name, "model": job.settings.llm.model, "endpoint_host": job.endpoint_host,
+        "run_id": job.run_id, "plan_id": job.plan_id, "step": name, "model": job.settings.llm.model, "endpoint_host": job.endpoint_host,
         "template_hash": template_hash,
     }
 

@@ -53,7 +53,7 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
             check_endpoint(settings)
         else:
             settings = stack.enter_context(EmbeddedEndpoint(settings, log_file=output / "embedded-endpoint.log")).settings
-        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism)
+        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id)
         for name, step in plan.named_steps():
             if isinstance(step, ReduceStep):
                 df = reduce_step(df, name, step, job, output)
