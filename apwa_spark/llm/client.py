@@ -23,6 +23,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Coroutine, Sequence, TypeVar
@@ -38,6 +39,7 @@ from apwa_spark.llm.prompts import Task, cache_key, clean_text, render_chat, ren
 from apwa_spark.llm.ratelimit import RateLimiter
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: Characters per token assumed where the endpoint has no ``/tokenize`` (conservative for English:
 #: Gemma's tokenizer gave about 3.6 characters per token on Shakespeare here).
@@ -154,7 +156,6 @@ class LLMClient:
         ) as client:
             sent = await asyncio.gather(*(self._one(client, semaphore, limiter, task, key, recorder)
                                           for key, task in to_send.items()))
-        await recorder.close()
         by_key = {key: _from_cache(row) for key, row in cached.items()} | dict(zip(to_send, sent))
         out, seen = [], set()
         for key in keys:
@@ -170,8 +171,8 @@ class LLMClient:
             result = await self._attempts(client, limiter, task)
             if task.json_schema is not None and result.error_class in ("InvalidJSON", "SchemaMismatch"):
                 result = _add_calls(await self._attempts(client, limiter, repair_task(task, result)), result.calls)
-        if result.status == "ok":
-            recorder.add(key, result)
+            if result.status == "ok":
+                await recorder.record(key, result)
         return result
 
     async def _attempts(self, client, limiter, task: Task) -> Completion:
@@ -230,30 +231,35 @@ class LLMClient:
 
 
 class _CacheRecorder:
-    """Appends ok answers to the response cache as they arrive: one commit at a time, each taking
-    everything that arrived while the previous one was written (group commit)."""
+    """Appends ok answers to the response cache as they arrive, one commit at a time, each taking
+    every answer that arrived while the previous one was written (group commit). A caller waits
+    until its answer is committed, holding its concurrency slot, so at any moment at most
+    ``concurrency`` answers per task are not yet durable: a kill repeats only those calls."""
 
     def __init__(self, cache: ResponseCache | None, model: str):
         self.cache, self.model = cache, model
-        self.pending: list[tuple] = []
+        self.pending: list[tuple[tuple, asyncio.Future]] = []
         self.writer: asyncio.Task | None = None
 
-    def add(self, key: str, c: Completion) -> None:
+    async def record(self, key: str, c: Completion) -> None:
         if self.cache is None:
             return
-        self.pending.append((key, c.text, self.model, c.prompt_tokens, c.completion_tokens))
+        committed = asyncio.get_running_loop().create_future()
+        self.pending.append(((key, c.text, self.model, c.prompt_tokens, c.completion_tokens), committed))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.ensure_future(self._drain())
+        await committed
 
     async def _drain(self) -> None:
         while self.pending:
-            rows, self.pending = self.pending, []
-            await asyncio.to_thread(self.cache.put_many, rows)
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            await self.writer
-        await self._drain()
+            batch, self.pending = self.pending, []
+            try:
+                await asyncio.to_thread(self.cache.put_many, [row for row, _ in batch])
+            except Exception as exc:  # the answer stands; only its reuse after a crash is lost
+                log.warning("response cache write failed (%s: %s); answers stay valid but are not cached",
+                            type(exc).__name__, exc)
+            for _, committed in batch:
+                committed.set_result(None)
 
 
 def repair_task(task: Task, failed: Completion) -> Task:
