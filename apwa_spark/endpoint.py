@@ -119,8 +119,11 @@ class EmbeddedEndpoint:
         """
         command = server_command(self._settings, self.port)
         log.info("starting embedded endpoint: %s", " ".join(command))
-        output = open(self._log_file, "ab") if self._log_file else subprocess.DEVNULL
-        self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        if self._log_file:
+            with open(self._log_file, "ab") as output:  # the child keeps its own copy of the descriptor
+                self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        else:
+            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         self._wait_healthy(self._settings.embedded.startup_timeout)
         log.info("embedded endpoint ready at %s", self.base_url)
         return self

@@ -16,11 +16,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField
+
 from apwa_spark.config import Settings
-from apwa_spark.llm.client import LLMClient
+from apwa_spark.llm.client import Completion, LLMClient
 
 DEAD_LETTER = "_dead_letter"
 CACHE = "_llm_cache"
+
+
+#: Per-row bookkeeping of one LLM call, the same in every table the project writes.
+CALL_FIELDS = [
+    StructField("status", StringType()),
+    StructField("error_class", StringType()),
+    StructField("error", StringType()),
+    StructField("llm_calls", IntegerType()),
+    StructField("prompt_tokens", LongType()),
+    StructField("completion_tokens", LongType()),
+    StructField("cached_tokens", LongType()),
+    StructField("from_cache", BooleanType()),
+]
+
+
+def call_fields(c: Completion) -> dict:
+    """A completion's :data:`CALL_FIELDS` values."""
+    return {"status": c.status, "error_class": c.error_class, "error": c.error, "llm_calls": c.calls,
+            "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            "cached_tokens": c.cached_tokens, "from_cache": c.from_cache}
 
 
 class UnknownRunError(LookupError):

@@ -35,8 +35,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import (ArrayType, BooleanType, IntegerType, LongType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
 from apwa_spark import agent
 from apwa_spark.config import Settings
@@ -45,21 +44,14 @@ from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.client import Completion, check_endpoint
 from apwa_spark.plays import chunk_scenes, read_play
 from apwa_spark.progress import AnswerProgress
-from apwa_spark.runs import CACHE, DEAD_LETTER, JobContext, new_run_id, write_manifest
+from apwa_spark.runs import CACHE, CALL_FIELDS, DEAD_LETTER, JobContext, call_fields, new_run_id, write_manifest
 
 log = logging.getLogger(__name__)
 
 COMPLETION_SCHEMA = StructType([
     StructField("summary", StringType()),
     StructField("summary_tokens", IntegerType()),
-    StructField("status", StringType()),
-    StructField("error_class", StringType()),
-    StructField("error", StringType()),
-    StructField("llm_calls", IntegerType()),
-    StructField("prompt_tokens", LongType()),
-    StructField("completion_tokens", LongType()),
-    StructField("cached_tokens", LongType()),
-    StructField("from_cache", BooleanType()),
+    *CALL_FIELDS,
 ])
 
 NODE_SCHEMA = StructType([
@@ -147,11 +139,7 @@ def summarize_chunks_udf(job: JobContext) -> Callable:
 
 def _completion_row(c) -> dict:
     ok = c.status == "ok"
-    return {
-        "summary": c.text if ok else None, "summary_tokens": c.text_tokens if ok else 0, "status": c.status,
-        "error_class": c.error_class, "error": c.error, "llm_calls": c.calls, "prompt_tokens": c.prompt_tokens,
-        "completion_tokens": c.completion_tokens, "cached_tokens": c.cached_tokens, "from_cache": c.from_cache,
-    }
+    return {"summary": c.text if ok else None, "summary_tokens": c.text_tokens if ok else 0, **call_fields(c)}
 
 
 def level0(chunks: DataFrame, job: JobContext) -> DataFrame:

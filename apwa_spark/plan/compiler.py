@@ -20,25 +20,18 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import (ArrayType, BooleanType, DataType, IntegerType, LongType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import ArrayType, BooleanType, DataType, IntegerType, StringType, StructField, StructType
 
 from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
 from apwa_spark.plan.ir import (ChunkStep, ClassifyStep, ExtractStep, FilterStep, MapStep, Plan, RedactStep,
                                 ReduceStep, placeholders)
 from apwa_spark.plan.schema import json_schema_to_spark
-from apwa_spark.runs import JobContext
+from apwa_spark.runs import CALL_FIELDS, JobContext, call_fields
 from apwa_spark.tools import split_text
 
 META_SCHEMA = StructType([
-    StructField("status", StringType()),
-    StructField("error_class", StringType()),
-    StructField("error", StringType()),
-    StructField("llm_calls", IntegerType()),
-    StructField("prompt_tokens", LongType()),
-    StructField("completion_tokens", LongType()),
-    StructField("from_cache", BooleanType()),
+    *CALL_FIELDS,
     StructField("run_id", StringType()),
     StructField("plan_id", StringType()),
     StructField("step", StringType()),
@@ -66,9 +59,7 @@ def expand(template: str, columns: list[pd.Series]) -> list[str | None]:
 
 def _meta(c: Completion, name: str, job: JobContext, template_hash: str) -> dict:
     return {
-        "status": c.status, "error_class": c.error_class, "error": c.error, "llm_calls": c.calls,
-        "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "from_cache": c.from_cache,
-        "run_id": job.run_id, "plan_id": job.plan_id, "step": name, "model": job.settings.llm.model, "endpoint_host": job.endpoint_host,
+        **call_fields(c), "run_id": job.run_id, "plan_id": job.plan_id, "step": name, "model": job.settings.llm.model, "endpoint_host": job.endpoint_host,
         "template_hash": template_hash,
     }
 

@@ -19,8 +19,10 @@ CHARS_PER_TOKEN = 3.0  # estimate only; the run counts with the endpoint's token
 def estimate(df: DataFrame, plan: Plan) -> list[dict]:
     """Per step: LLM calls (upper bound: every input row) and prompt/completion tokens, estimated
     from the input's text lengths at ``CHARS_PER_TOKEN`` characters per token."""
-    rows = df.count()
-    lengths = {c: df.agg(F.sum(F.length(F.col(c).cast("string")))).first()[0] or 0 for c in df.columns}
+    totals = df.agg(F.count(F.lit(1)).alias("__rows"),
+                    *[F.sum(F.length(F.col(c).cast("string"))).alias(c) for c in df.columns]).first().asDict()
+    rows = totals.pop("__rows")
+    lengths = {c: n or 0 for c, n in totals.items()}
     out = []
     for name, step in plan.named_steps():
         if isinstance(step, ChunkStep):
