@@ -3,7 +3,9 @@
 Built-ins:
 
 * ``pii_rules`` ──► ``(text: str, entities: list[str]) -> list[Span]``: rule-based detectors for
-  structured PII (email, phone, IP address, URL, IBAN, card number, national id numbers, dates).
+  structured PII (email, phone, IP address, URL, IBAN, card number, national id numbers of the US,
+  UK, France, Italy and Germany, dates, postal addresses of the US, UK, Germany and France, and
+  usernames after a cue such as ``username:`` or an ``@handle``).
 * ``chunk_text`` ──► ``(text: str, max_chars: int, by_headings: bool) -> list[str]``.
 
 Third-party tools register through the entry-point group ``apwa_spark.tools``: an entry point
@@ -43,35 +45,111 @@ class Span:
     text: str
 
 
-#: entity type ──► pattern. Order matters where patterns overlap (IBAN before phone).
+_TOWN = (r"[A-ZÀ-Ý][\wÀ-ÿ'-]*(?:[ -](?:[A-ZÀ-Ý][\wÀ-ÿ'-]*|sur|sous|en|le|la|les|de|du|des|aux|am|an|im|der|"
+         r"vor|vorm|ob|bei|upon|on)(?![\w]))*")
+#: one line of a street address: no sentence punctuation, but abbreviations such as ``Apt.``
+_STREET = r"(?:[^,\n.;:!?]|(?:Apt|Suite|Ste|St|Rd|Ave|Blvd|No|Nr|Str)\.)"
+_MONTHS = ("January|February|March|April|May|June|July|August|September|October|November|December|"
+           "Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec")
+
+#: entity type ──► pattern, tried in this order; a later pattern never takes text an earlier one
+#: took (IBAN and card before phone, dates and id numbers before phone). A pattern with a group
+#: named ``pii`` marks only that group (the rest is context, e.g. ``username: <pii>``).
 PII_PATTERNS: dict[str, re.Pattern] = {
     "email": re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
-    "url": re.compile(r"\bhttps?://[^\s<>\"']+|\bwww\.[^\s<>\"']+"),
+    "url": re.compile(r"\b(?:https?|ftp)://[^\s<>\"']+|\bwww\.[^\s<>\"']+"),
     "iban": re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
-    "card_number": re.compile(r"\b(?:\d{4}[ -]?){3}\d{4}\b"),
-    "ip_address": re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"),
-    "id_number": re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b[A-Z]{2}\d{6}[A-D]\b"),
-    "date": re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b"),
-    "phone": re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){2,4}\b"),
+    "id_number": re.compile(
+        r"\b\d{3}-\d{2}-\d{4}\b"                                   # US social security number
+        r"|\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-Z]\b"                # UK national insurance number
+        r"|\b[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"  # French NIR (sécurité sociale)
+        r"|\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b"       # Italian codice fiscale
+        r"|\b\d{2} \d{3} \d{3} \d{3}\b"                            # German Steuer-ID, as printed
+    ),
+    "card_number": re.compile(r"\b\d(?:[ -]?\d){12,18}\b"),
+    "ip_address": re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b"
+                             r"|(?<![\w:])(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}(?![\w:])"),
+    "date": re.compile(
+        r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b"
+        rf"|\b\d{{1,2}}\.? (?:{_MONTHS})\.? \d{{4}}\b|\b(?:{_MONTHS})\.? \d{{1,2}}(?:st|nd|rd|th)?,? \d{{4}}\b"
+    ),
+    "address": re.compile(
+        rf"\b\d{{1,6}}[A-Za-z]? {_STREET}{{2,60}}, {_TOWN}, [A-Z]{{2}} \d{{5}}(?:-\d{{4}})?\b"          # US: ..., ST 12345
+        rf"|\b(?:(?:Flat|Studio|Apartment|Unit) \d+[A-Za-z]?, |\d{{1,5}}[A-Za-z]? ){_STREET}{{2,60}}, "
+        rf"{_TOWN}, [A-Z]{{1,2}}\d[A-Z\d]? ?\d[A-Z]{{2}}\b"                                            # UK postcode
+        rf"|\b(?:(?:van|von|an|am|im|in|zu|zum|zur)(?: der| den| dem)? )?[A-ZÄÖÜ][\wäöüß.-]*(?: [A-ZÄÖÜ][\wäöüß.-]*){{0,3}} \d{{1,5}}[a-z]?(?:[/-]\d{{1,4}})?, \d{{5}} {_TOWN}"  # DE
+        rf"|(?:\b\d{{1,4}}(?: ?(?:bis|ter))?,? )?\b(?:rue|avenue|boulevard|bd|chemin|place|impasse|allée|quai|route|"
+        rf"cours|square|voie|rond-point|passage|faubourg) {_STREET}{{2,60}}, \d{{5}} {_TOWN}"            # FR
+    ),
+    "username": re.compile(r"(?i:\b(?:user ?name\s*(?:is\s+)?[:=]?|(?:login|user)(?: name| id)?\s*[:=]|"
+                           r"handle\s*(?:is\s+)?[:=]?|(?:logged|signed) in as)\s*@?)(?P<pii>[A-Za-z0-9][\w.-]{1,31}[A-Za-z0-9_])"
+                           r"|(?<![\w@.])@(?P<handle>[A-Za-z0-9_]{3,30})\b"),
+    "phone": re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(0\) ?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:[ .-]?\d{2,5}){1,5}"
+                        r"(?: ?(?:x|ext\.?) ?\d{1,5})?\b"),
 }
 #: what a plan may ask for ──► the rule entity types that cover it ("person" is the model's job).
 ENTITY_ALIASES = {
     "email": ["email"], "phone": ["phone"], "url": ["url"], "ip_address": ["ip_address"],
-    "iban": ["iban"], "card_number": ["card_number"], "id_number": ["id_number"], "date": ["date"],
-    "address": [], "person": [], "username": [],
+    "iban": ["iban"], "card_number": ["card_number"], "id_number": ["id_number"], "national_id": ["id_number"],
+    "date": ["date"], "date_of_birth": ["date"], "address": ["address"], "username": ["username"], "person": [],
 }
 
 
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum of a card number (digits only) holds."""
+    total = 0
+    for i, d in enumerate(int(c) for c in reversed(digits)):
+        total += d if i % 2 == 0 else (d * 2 - 9 if d > 4 else d * 2)
+    return total % 10 == 0
+
+
+def iban_ok(iban: str) -> bool:
+    """The ISO 13616 mod-97 check of an IBAN (spaces ignored) holds."""
+    compact = iban.replace(" ", "")
+    moved = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def _valid(entity: str, value: str) -> bool:
+    """Checks a pattern cannot express: checksums, digit counts."""
+    digits = re.sub(r"\D", "", value)
+    if entity == "card_number":
+        return luhn_ok(digits)
+    if entity == "iban":
+        return iban_ok(value)
+    if entity == "phone":  # digits before an extension (x123, ext. 123)
+        return 7 <= len(re.sub(r"\D", "", re.split(r"x|ext", value)[0])) <= 15
+    return True
+
+
+def _trim(entity: str, start: int, end: int, text: str) -> tuple[int, int]:
+    """URLs and addresses do not end with sentence punctuation."""
+    if entity in ("url", "address"):
+        while end > start and text[end - 1] in ".,;:!?)]'\"":
+            end -= 1
+    return start, end
+
+
 def find_pii(text: str, entities: list[str]) -> list[Span]:
-    """Rule-based PII spans of the requested entity types, non-overlapping, in text order."""
+    """Rule-based PII spans of the requested entity types, non-overlapping, in text order.
+
+    ``entities`` are plan entity names (``email``, ``phone``, ``address``, ``national_id`` …, see
+    :data:`ENTITY_ALIASES`); ``person`` has no rule (the redact step asks the model). Card numbers
+    must pass the Luhn check and IBANs the mod-97 check; phones have 7 to 15 digits.
+    """
     spans: list[Span] = []
     taken: list[tuple[int, int]] = []
+    text = text or ""
     for entity in [e for e in PII_PATTERNS if any(e in ENTITY_ALIASES.get(x, [x]) for x in entities)]:
-        for m in PII_PATTERNS[entity].finditer(text or ""):
-            if any(m.start() < end and start < m.end() for start, end in taken):
+        for m in PII_PATTERNS[entity].finditer(text):
+            group = next((g for g in ("pii", "handle") if g in m.re.groupindex and m.group(g)), None)
+            start, end = _trim(entity, *(m.span(group) if group else m.span()), text)
+            if end <= start or not _valid(entity, text[start:end]):
                 continue
-            taken.append((m.start(), m.end()))
-            spans.append(Span(m.start(), m.end(), entity, m.group()))
+            if any(start < t_end and t_start < end for t_start, t_end in taken):
+                continue
+            taken.append((start, end))
+            spans.append(Span(start, end, entity, text[start:end]))
     return sorted(spans, key=lambda s: s.start)
 
 
@@ -99,7 +177,7 @@ def split_text(text: str, max_chars: int = 4000, by_headings: bool = False) -> l
 
 
 BUILTINS = {
-    "pii_rules": Tool("pii_rules", "rule detectors for emails, phones, IPs, URLs, IBANs, card and id numbers, dates", find_pii),
+    "pii_rules": Tool("pii_rules", "rule detectors for emails, phones, IPs, URLs, IBANs, card and id numbers, dates, postal addresses, usernames", find_pii),
     "chunk_text": Tool("chunk_text", "split text into ordered pieces by size or at Markdown headings", split_text),
 }
 
