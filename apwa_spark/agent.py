@@ -40,8 +40,16 @@ REDUCE_TEMPLATES = {
         cue=f"Summary of the whole {level} above: In this {level},",
         answer_prefix=f"In this {level},",
     )
-    for level, what in (("scene", "a scene"), ("act", "an act of a play"), ("play", "a play"))
+    for level, what in (("scene", "a scene"), ("act", "an act of a play"), ("play", "a play"), ("text", "a text"))
 }
+
+#: Level 0 of any text (the SQL functions ``apwa_summarize`` and ``apwa_summarize_agg``).
+TEXT_TEMPLATE = Template(
+    instruction="Here is a part of a text.",
+    cue="Summary of the part above: In this part,",
+    answer_prefix="In this part,",
+)
+MAX_ROUNDS = 20
 
 
 def summarize_texts(texts: Sequence[str | None], settings: Settings, client: LLMClient | None = None) -> list[Completion]:
@@ -64,6 +72,59 @@ def reduce_summaries(level: str, groups: Sequence[Sequence[str]], settings: Sett
         for group in groups
     ]
     return [_tidy(c) for c in client.complete(tasks)]
+
+
+def summarize_documents(documents: Sequence[Sequence[str | None]], settings: Settings,
+                        client: LLMClient | None = None) -> list[Completion]:
+    """Hierarchical summary of each document (a list of texts in order: a long text, or a group's rows).
+
+    The same method as the summarize job, in memory: each text is cut into chunks of at most
+    ``summarize.chunkTokens`` tokens (the endpoint's tokenizer), each chunk is summarized, then
+    consecutive summaries are packed under ``summarize.reduceTokens`` tokens and reduced, round after
+    round, until one is left. All documents advance level by level together, so one batch of
+    requests per round keeps the endpoint's slots busy.
+
+    Returns:
+        one :class:`Completion` per document: the summary, with calls and tokens summed over every
+        call it took. Null and blank texts are skipped (as SQL aggregates skip NULL); a document
+        with no text left is an ``EmptyInput`` error; a document where any call failed is an error
+        carrying the first failure (a summary that silently misses part of its input is not given).
+    """
+    from apwa_spark.plays import chunk_text
+    from apwa_spark.summarize import pack_children
+
+    client = client or LLMClient(settings)
+    budget = settings.summarize
+    pieces = [[c for t in doc if t and t.strip() for c, _ in chunk_text(t, budget.chunk_tokens, client.count_tokens)]
+              for doc in documents]
+    flat = [c for doc in pieces for c in doc]
+    answers = iter(_tidy(c) for c in client.complete([Task(TEXT_TEMPLATE, c, budget.max_tokens) for c in flat]))
+    nodes = [[next(answers) for _ in doc] for doc in pieces]
+    spent = [list(doc) for doc in nodes]
+    for _ in range(MAX_ROUNDS):
+        live = [i for i, doc in enumerate(nodes) if len(doc) > 1 and all(c.status == "ok" for c in doc)]
+        if not live:
+            break
+        batches = {i: pack_children([c.text_tokens or len(c.text) // 3 + 1 for c in nodes[i]], budget.reduce_tokens)
+                   for i in live}
+        groups = [[nodes[i][j].text for j in batch] for i in live for batch in batches[i]]
+        reduced = iter(reduce_summaries("text", groups, settings, client))
+        for i in live:
+            nodes[i] = [next(reduced) for _ in batches[i]]
+            spent[i] += nodes[i]
+    return [_document_result(doc, calls) for doc, calls in zip(nodes, spent)]
+
+
+def _document_result(nodes: list[Completion], spent: list[Completion]) -> Completion:
+    if not nodes:
+        return Completion.failed("EmptyInput: no non-blank text to summarize; no LLM call made")
+    failed = next((c for c in spent if c.status != "ok"), None)
+    final = failed or nodes[0]
+    if failed is None and len(nodes) > 1:
+        final = Completion.failed(f"ReduceDidNotConverge: {len(nodes)} summaries left after {MAX_ROUNDS} rounds")
+    return dataclasses.replace(
+        final, calls=sum(c.calls for c in spent), prompt_tokens=sum(c.prompt_tokens for c in spent),
+        completion_tokens=sum(c.completion_tokens for c in spent), cached_tokens=sum(c.cached_tokens for c in spent))
 
 
 def drop_repeated_sentences(text: str) -> str:

@@ -87,6 +87,15 @@ class RunSettings(BaseModel):
     registry: str = Field("~/.apwa/runs", description="folder indexing run manifests for `apwa-spark retry-failed`")
 
 
+class SqlSettings(BaseModel):
+    """The SQL functions (``spark.apwa.sql.*``), read when :func:`apwa_spark.sql.register` runs."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    fail_on_error: bool = Field(False, alias="failOnError", description="a failed row raises (fails the query) instead of returning NULL")
+    max_tokens: int = Field(128, alias="maxTokens", ge=1, le=8192, description="completion cap of apwa_complete and apwa_extract, tokens")
+
+
 class Settings(BaseModel):
     """All apwa-spark settings. Build with :meth:`load`; pass to jobs and UDFs as plain data."""
 
@@ -97,6 +106,7 @@ class Settings(BaseModel):
     summarize: SummarizeSettings = SummarizeSettings()
     cache: CacheSettings = CacheSettings()
     run: RunSettings = RunSettings()
+    sql: SqlSettings = SqlSettings()
 
     @classmethod
     def load(
@@ -162,7 +172,7 @@ class Settings(BaseModel):
 
 GROUPS: dict[str, type[BaseModel]] = {
     "llm": LLMSettings, "embedded": EmbeddedSettings, "summarize": SummarizeSettings, "cache": CacheSettings,
-    "run": RunSettings,
+    "run": RunSettings, "sql": SqlSettings,
 }
 
 

@@ -163,3 +163,32 @@ class EmbeddedEndpoint:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+_shared: EmbeddedEndpoint | None = None
+
+
+def ensure_endpoint(settings: Settings) -> Settings:
+    """``settings`` with a reachable ``llm.baseUrl``, for sessions that outlive one job (SQL functions,
+    notebooks).
+
+    A configured ``llm.baseUrl`` is checked and kept. Otherwise one embedded endpoint per driver
+    process is started on first use, reused by later calls and stopped when the interpreter exits.
+
+    Raises:
+        EndpointUnavailableError: the configured endpoint does not answer.
+        EmbeddedEndpointError: the embedded endpoint could not start.
+    """
+    global _shared
+    from apwa_spark.llm.client import check_endpoint
+
+    if settings.llm.base_url:
+        check_endpoint(settings)
+        return settings
+    if _shared is None or _shared._process is None or _shared._process.poll() is not None:
+        import atexit
+
+        _shared = EmbeddedEndpoint(settings).start()
+        atexit.register(_shared.stop)
+    return settings.with_overrides(**{"spark.apwa.llm.baseUrl": _shared.base_url,
+                                      "spark.apwa.llm.model": EMBEDDED_MODEL})

@@ -1,0 +1,248 @@
+"""SQL functions: executor agents callable from Spark SQL, named like Databricks AI Functions.
+
+    from apwa_spark.sql import register
+    register(spark)                      # once per session; starts the embedded endpoint if none is configured
+    spark.sql("SELECT id, apwa_classify(text, array('positive', 'negative')) AS label FROM reviews")
+
+Each scalar function is a temporary SQL function with typed parameters (so a wrong argument type is
+an analysis-time error) around a hidden pandas UDF ``_apwa_<name>`` that runs the executor agent
+over an Arrow batch of rows and returns ``struct<result, errorMessage>``:
+
+* ``apwa_<name>(...)`` ──► the result; a failed row gives NULL and the query goes on, unless
+  ``spark.apwa.sql.failOnError`` is true (or ``apwa_complete``'s option ``failOnError``), which
+  fails the query with the row's error;
+* ``apwa_<name>_or_error(...)`` ──► ``struct<result, errorMessage>``, never raises.
+
+NULL input gives NULL output without an LLM call (SQL's NULL propagation); a blank string is an
+error row (``EmptyInput``). ``apwa_summarize_agg`` is a grouped-aggregate pandas UDF: it skips NULL
+texts, and a group with no text left gives NULL.
+
+Settings (endpoint, budgets, ``spark.apwa.sql.*``) are read when :func:`register` runs and travel
+to the executors inside the UDFs; call it again after changing ``spark.apwa.*`` conf.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql.functions import pandas_udf
+from pyspark.sql.types import VariantVal
+
+from apwa_spark.agent import summarize_documents
+from apwa_spark.config import Settings
+from apwa_spark.llm.client import Completion
+from apwa_spark.plan import agents
+from apwa_spark.plan.ir import RedactStep
+from apwa_spark.plan.schema import coerce, json_schema_to_spark, schema_from_string
+from apwa_spark.runs import JobContext, new_run_id
+
+#: What one function gives per row: (value or None, the call's completion or None for NULL input).
+Answer = tuple[object, Completion | None]
+COMPLETE_OPTIONS = {"maxTokens", "failOnError"}
+DEFAULT_ENTITIES = RedactStep().entities
+
+
+class SqlFunctionError(RuntimeError):
+    """A row failed under ``failOnError``; the message names the function and the row's error."""
+
+
+@dataclass(frozen=True)
+class SqlFunction:
+    """One scalar SQL function: its SQL signature and the agent call behind it."""
+
+    name: str
+    params: str          # SQL parameter list, with types and defaults
+    args: str            # the parameter names passed on to the hidden UDF
+    result_type: str     # SQL type of the result
+    run: Callable[[list[pd.Series], JobContext], list[Answer]]
+    doc: str
+
+
+# ---- the agent calls, one per function ------------------------------------------------------------------
+
+def _live(*columns: pd.Series) -> list[int]:
+    """Rows whose required inputs are all non-NULL."""
+    return [i for i in range(len(columns[0])) if all(c.iloc[i] is not None and not _isna(c.iloc[i]) for c in columns)]
+
+
+def _isna(value) -> bool:
+    return isinstance(value, float) and pd.isna(value)
+
+
+def _scatter(n: int, rows: list[int], answers: list[Answer]) -> list[Answer]:
+    out: list[Answer] = [(None, None)] * n
+    for i, answer in zip(rows, answers):
+        out[i] = answer
+    return out
+
+
+def _by_key(rows: list[int], key: Callable[[int], object]) -> dict[object, list[int]]:
+    groups: dict[object, list[int]] = {}
+    for i in rows:
+        groups.setdefault(key(i), []).append(i)
+    return groups
+
+
+def _value(r: agents.StepResult) -> Answer:
+    return (r.value if r.status == "ok" else None), r.completion
+
+
+def run_complete(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    prompts, options = cols
+    answers: list[Answer] = [(None, None)] * len(prompts)
+    rows = _live(prompts)
+    for max_tokens, group in _by_key(rows, lambda i: _max_tokens(options.iloc[i], job.settings)).items():
+        results = agents.map_rows([prompts.iloc[i] for i in group], max_tokens, job.settings, job.client())
+        for i, r in zip(group, results):
+            answers[i] = _value(r)
+    return answers
+
+
+def _max_tokens(options, settings: Settings) -> int:
+    options = dict(options) if options is not None and not _isna(options) else {}
+    unknown = set(options) - COMPLETE_OPTIONS
+    if unknown:
+        raise ValueError(f"apwa_complete: unknown option(s) {sorted(unknown)}; known: {sorted(COMPLETE_OPTIONS)}")
+    return int(options.get("maxTokens") or settings.sql.max_tokens)
+
+
+def run_extract(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    texts, schemas = cols
+    answers: list[Answer] = [(None, None)] * len(texts)
+    for schema_text, group in _by_key(_live(texts, schemas), lambda i: schemas.iloc[i]).items():
+        schema = schema_from_string(schema_text)  # SchemaError: the query fails, naming the bad part
+        struct = json_schema_to_spark(schema)
+        prompts = [f"Fields: {', '.join(struct.fieldNames())}\n\nText: {texts.iloc[i]}" for i in group]
+        results = agents.extract_rows(prompts, schema, job.settings.sql.max_tokens, job.settings, job.client())
+        for i, r in zip(group, results):
+            value = VariantVal.parseJson(json.dumps(coerce(r.value, struct))) if r.status == "ok" else None
+            answers[i] = value, r.completion
+    return answers
+
+
+def run_classify(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    texts, labels = cols
+    answers: list[Answer] = [(None, None)] * len(texts)
+    for label_set, group in _by_key(_live(texts, labels), lambda i: tuple(labels.iloc[i])).items():
+        if not label_set or any(not isinstance(x, str) or not x for x in label_set):
+            raise ValueError(f"apwa_classify: labels must be a non-empty array of non-empty strings, got {list(label_set)}")
+        results = agents.classify_rows([texts.iloc[i] for i in group], list(label_set), job.settings, job.client())
+        for i, r in zip(group, results):
+            answers[i] = _value(r)
+    return answers
+
+
+def run_filter(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    texts, predicates = cols
+    rows = _live(texts, predicates)
+    prompts = [f"Question: {predicates.iloc[i]}\n\nText: {texts.iloc[i]}" for i in rows]
+    return _scatter(len(texts), rows, [_value(r) for r in agents.filter_rows(prompts, job.settings, job.client())])
+
+
+def run_redact(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    texts, entities = cols
+    answers: list[Answer] = [(None, None)] * len(texts)
+    key = lambda i: tuple(entities.iloc[i]) if entities.iloc[i] is not None else tuple(DEFAULT_ENTITIES)
+    for entity_set, group in _by_key(_live(texts), key).items():
+        results = agents.redact_rows([texts.iloc[i] for i in group], list(entity_set), ["pii_rules"], True,
+                                     job.settings, job.client())
+        for i, r in zip(group, results):
+            answers[i] = _value(r)
+    return answers
+
+
+def run_summarize(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    [texts] = cols
+    rows = _live(texts)
+    results = summarize_documents([[texts.iloc[i]] for i in rows], job.settings, job.client())
+    return _scatter(len(texts), rows, [((c.text if c.status == "ok" else None), c) for c in results])
+
+
+FUNCTIONS = [
+    SqlFunction("apwa_complete", "prompt STRING, options MAP<STRING, STRING> DEFAULT NULL", "prompt, options", "STRING",
+                run_complete, "the model's answer to the prompt; options: maxTokens, failOnError"),
+    SqlFunction("apwa_extract", "text STRING, schema STRING", "text, schema", "VARIANT", run_extract,
+                "an object shaped to the schema (Spark DDL or JSON schema); cast with ::STRUCT<...> or read fields with :name"),
+    SqlFunction("apwa_classify", "text STRING, labels ARRAY<STRING>", "text, labels", "STRING", run_classify,
+                "one of the labels (grammar-constrained)"),
+    SqlFunction("apwa_filter", "text STRING, predicate STRING", "text, predicate", "BOOLEAN", run_filter,
+                "whether the predicate (a yes/no question) holds for the text"),
+    SqlFunction("apwa_redact", "text STRING, entities ARRAY<STRING> DEFAULT NULL", "text, entities", "STRING",
+                run_redact, "the text with [ENTITY] markers; rule detectors plus the model for names"),
+    SqlFunction("apwa_summarize", "text STRING", "text", "STRING", run_summarize,
+                "a summary; long text is chunked and reduced hierarchically"),
+]
+
+
+# ---- registration ----------------------------------------------------------------------------------------
+
+def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
+    """Register every ``apwa_*`` function on ``spark`` (temporary, for this session).
+
+    Args:
+        spark: the session.
+        settings: default ``Settings.load(spark)``. Without ``llm.baseUrl`` the embedded endpoint is
+            started once for this driver process, and ``spark.apwa.llm.baseUrl`` is set on the
+            session so jobs run later in it (``summarize_play``, ``apwa_spark.run``) reuse it.
+
+    Returns:
+        the settings the functions use (``llm.baseUrl`` set).
+
+    Raises:
+        EndpointUnavailableError: the configured endpoint does not answer.
+        EmbeddedEndpointError: the embedded endpoint could not start.
+    """
+    from apwa_spark.endpoint import ensure_endpoint
+
+    settings = settings or Settings.load(spark)
+    started = not settings.llm.base_url
+    settings = ensure_endpoint(settings)
+    if started:
+        spark.conf.set("spark.apwa.llm.baseUrl", settings.llm.base_url)
+        spark.conf.set("spark.apwa.llm.model", settings.llm.model)
+    job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan_id="sql")
+    fail = "true" if settings.sql.fail_on_error else "false"
+    for fn in FUNCTIONS:
+        spark.udf.register(f"_{fn.name}", _scalar_udf(fn, job))
+        fail_expr = f"coalesce(try_cast(options['failOnError'] AS BOOLEAN), {fail})" if "options" in fn.args else fail
+        spark.sql(f"CREATE OR REPLACE TEMPORARY FUNCTION {fn.name}({fn.params}) RETURNS {fn.result_type} "
+                  f"RETURN _{fn.name}({fn.args}, {fail_expr}).result")
+        spark.sql(f"CREATE OR REPLACE TEMPORARY FUNCTION {fn.name}_or_error({fn.params}) "
+                  f"RETURNS STRUCT<result: {fn.result_type}, errorMessage: STRING> RETURN _{fn.name}({fn.args}, false)")
+    spark.udf.register("apwa_summarize_agg", _summarize_agg_udf(job))
+    return settings
+
+
+def _scalar_udf(fn: SqlFunction, job: JobContext):
+    @pandas_udf(f"struct<result {fn.result_type.lower()}, errorMessage string>")
+    def call(*columns: pd.Series) -> pd.DataFrame:
+        *inputs, fail = columns
+        answers = fn.run(list(inputs), job)
+        errors = [c.error if c is not None and c.status != "ok" else None for _, c in answers]
+        for i, error in enumerate(errors):
+            if error and bool(fail.iloc[i]):
+                raise SqlFunctionError(f"{fn.name}: {error}")
+        return pd.DataFrame({"result": [v for v, _ in answers], "errorMessage": errors})
+
+    return call.asNondeterministic()
+
+
+def _summarize_agg_udf(job: JobContext):
+    """``apwa_summarize_agg(text [, order])``: one hierarchical summary per group, children in
+    ``order`` (any sortable column) when given, else in the order Spark hands them over."""
+
+    @pandas_udf("string")
+    def apwa_summarize_agg(*columns: pd.Series) -> str:
+        texts = columns[0]
+        if len(columns) > 1:
+            texts = texts.iloc[columns[1].argsort(kind="stable").to_numpy()]
+        [result] = summarize_documents([[t for t in texts if t is not None and not _isna(t)]], job.settings, job.client())
+        if result.status != "ok" and result.error_class != "EmptyInput" and job.settings.sql.fail_on_error:
+            raise SqlFunctionError(f"apwa_summarize_agg: {result.error}")
+        return result.text if result.status == "ok" else None
+
+    return apwa_summarize_agg.asNondeterministic()
