@@ -207,7 +207,8 @@ def to_notebook(path: str | Path, preamble: bool = False):
     """Convert a Databricks source notebook file into an nbformat v4 notebook.
 
     Each source cell becomes one cell (``sql`` cells become code cells, see :func:`sql_to_python`);
-    each cell's metadata ``apwa`` holds ``{"cell": n, "line": l, "kind": k}`` (``n`` counting from 1).
+    each cell's metadata ``apwa`` holds ``{"cell": n, "line": l, "kind": k, "first_line": s}`` (``n``
+    counting from 1; ``s`` the first non-blank line of the cell as written, SQL for a ``%sql`` cell).
     With ``preamble``, a first code cell defines ``spark`` and ``display`` (:data:`PREAMBLE`, cell 0)
     and a last one stops the session (:data:`EPILOGUE`).
 
@@ -231,7 +232,8 @@ def to_notebook(path: str | Path, preamble: bool = False):
     if preamble:
         nb.cells.append(new_code_cell(PREAMBLE, metadata={"apwa": {"cell": 0, "line": 0, "kind": "preamble"}}))
     for number, cell in enumerate(cells, start=1):
-        meta = {"apwa": {"cell": number, "line": cell.line, "kind": cell.kind}}
+        first = next((line for line in cell.source.splitlines() if line.strip()), "")
+        meta = {"apwa": {"cell": number, "line": cell.line, "kind": cell.kind, "first_line": first}}
         if cell.title:
             meta["title"] = cell.title
         if cell.kind == "markdown":
@@ -251,6 +253,7 @@ def run_notebook(
     save_to: str | Path | None = None,
     echo: Callable[[str], None] | None = None,
     cwd: str | Path | None = None,
+    kernel_log: str | Path | None = None,
 ):
     """Execute a Databricks source notebook locally, in a fresh ipykernel running ``sys.executable``.
 
@@ -267,6 +270,9 @@ def run_notebook(
         echo: if given, called after each cell with a text rendering of it and its outputs
             (``print`` suits a CLI).
         cwd: the kernel's working directory; default: the notebook's folder.
+        kernel_log: if given, the kernel process's own stdout/stderr (the JVM's log lines, output
+            written outside a cell) go to this file instead of this process's; a dead kernel's
+            error then ends with the file's last lines.
 
     Returns:
         the executed ``nbformat.NotebookNode``; the first cell is the runner's set-up cell.
@@ -304,11 +310,19 @@ def run_notebook(
         client = NotebookClient(nb, km=km, timeout=timeout, kernel_name=km.kernel_name, allow_errors=False,
                                 resources={"metadata": {"path": str(Path(cwd or path.resolve().parent))}},
                                 on_cell_execute=cell_start, on_cell_executed=cell_done)
+        log = open(kernel_log, "ab") if kernel_log is not None else None
         try:
-            client.execute(env=kernel_env)
+            client.execute(env=kernel_env, **({"stdout": log, "stderr": log} if log else {}))
         except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
-            raise _cell_error(nb.cells[current["index"]], path, exc) from None
+            error = _cell_error(nb.cells[current["index"]], path, exc)
+            if log is not None and isinstance(exc, DeadKernelError):
+                log.flush()
+                tail = Path(kernel_log).read_text(errors="replace").splitlines()[-20:]
+                error.traceback += f"\n-- last lines of {kernel_log} --\n" + "\n".join(tail)
+            raise error from None
         finally:
+            if log is not None:
+                log.close()
             if save_to is not None:
                 Path(save_to).parent.mkdir(parents=True, exist_ok=True)
                 nbformat.write(nb, str(save_to))
@@ -332,7 +346,7 @@ def _write_kernelspec(folder: Path) -> str:
 
 def _cell_error(cell, path: Path, exc: Exception) -> NotebookCellError:
     info = cell.metadata.get("apwa", {})
-    first = next((line for line in cell.source.splitlines() if line.strip()), "")
+    first = info.get("first_line") or next((line for line in cell.source.splitlines() if line.strip()), "")
     ename = getattr(exc, "ename", None) or type(exc).__name__
     message = _strip_ansi(str(exc)).strip()
     evalue = getattr(exc, "evalue", None)

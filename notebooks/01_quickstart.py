@@ -34,8 +34,8 @@ OUTPUT = os.path.join(os.environ.get("APWA_NOTEBOOK_OUTPUT", "/tmp/apwa-notebook
 
 from apwa_spark.sql import register
 
-register(spark)
-print("endpoint:", spark.conf.get("spark.apwa.llm.baseUrl"))
+settings = register(spark)
+print("endpoint:", settings.llm.base_url)
 
 # COMMAND ----------
 
@@ -94,3 +94,4 @@ assert 1 <= scenes.count() <= MAX_SCENES, scenes.count()
 
 print(result.root["status"], "|", result.summary)
 assert result.root["level"] == "play" and result.root["status"] == "ok", result.root.get("error")
+print("checks passed")

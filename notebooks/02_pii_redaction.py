@@ -22,7 +22,8 @@ ENTITIES = ["person", "email", "phone", "iban", "id_number"]
 
 from apwa_spark.sql import register
 
-register(spark)  # one endpoint for the whole notebook (the embedded one unless spark.apwa.llm.baseUrl is set)
+settings = register(spark)  # one endpoint for the whole notebook (the embedded one unless spark.apwa.llm.baseUrl is set)
+print("endpoint:", settings.llm.base_url)
 
 # COMMAND ----------
 

@@ -18,7 +18,8 @@ OUTPUT = os.path.join(os.environ.get("APWA_NOTEBOOK_OUTPUT", "/tmp/apwa-notebook
 
 from apwa_spark.sql import register
 
-register(spark)  # one endpoint for the whole notebook (the embedded one unless spark.apwa.llm.baseUrl is set)
+settings = register(spark)  # one endpoint for the whole notebook (the embedded one unless spark.apwa.llm.baseUrl is set)
+print("endpoint:", settings.llm.base_url)
 
 # COMMAND ----------
 
