@@ -101,12 +101,17 @@ class FilterStep(_TemplateStep):
 
 
 class ClassifyStep(_TemplateStep):
-    """Template + closed label set ──► a label column, always one of ``labels`` (one-to-one)."""
+    """Template + closed label set ──► a label column, always one of ``labels`` (one-to-one).
+
+    ``batch_rows > 1`` compiles to ``mapInPandas``: one executor-agent call labels up to
+    ``batch_rows`` rows of a partition at once (a numbered list in, a JSON array of labels out).
+    """
 
     kind: Literal["classify"] = "classify"
     labels: list[str] = Field(..., min_length=2, description="the allowed labels")
     output: str = "label"
     max_tokens: int = 16
+    batch_rows: int = Field(1, ge=1, le=64, description="rows per LLM call; > 1 runs per partition (mapInPandas)")
     cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
 
     @field_validator("labels")
@@ -200,6 +205,24 @@ Step = Annotated[Union[MapStep, FilterStep, ClassifyStep, ExtractStep, RedactSte
 STEP_KINDS = ("map", "filter", "classify", "extract", "redact", "chunk", "reduce")
 
 
+class PlanProvenance(BaseModel):
+    """How the planner arrived at a plan: which stage decided each choice.
+
+    ``decided_by`` maps a choice (``kind``, ``step0.labels``, ``step0.column`` …) to ``model`` (the
+    planner model chose it, grammar-constrained), ``model-repair`` (chosen in the repair round),
+    ``default:<rule>`` (a deterministic default from the table metadata or the query) or
+    ``rule:<name>`` (a rule-based fallback after the model's answer failed validation).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    planner: str = "staged"
+    model: str = ""
+    action: str = Field("", description="the action word the model chose in the kind stage")
+    decided_by: dict[str, str] = Field(default_factory=dict)
+    llm_calls: int = 0
+
+
 class Plan(BaseModel):
     """An ordered list of steps over one input table.
 
@@ -218,6 +241,7 @@ class Plan(BaseModel):
     version: int = IR_VERSION
     query: str = ""
     steps: list[Step] = Field(..., min_length=1)
+    provenance: PlanProvenance | None = Field(None, description="set by the planner; not part of plan_id")
 
     @field_validator("version")
     @classmethod
@@ -228,8 +252,8 @@ class Plan(BaseModel):
 
     @property
     def plan_id(self) -> str:
-        """sha256 (16 hex digits) of the plan's JSON."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """sha256 (16 hex digits) of the plan's JSON, without ``provenance``."""
+        return hashlib.sha256(self.model_dump_json(exclude={"provenance"}).encode()).hexdigest()[:16]
 
     def named_steps(self) -> list[tuple[str, Step]]:
         """(name, step) pairs; unnamed steps are called ``<kind><index>``."""
