@@ -1,8 +1,13 @@
-"""Helpers shared by the benchmark scripts: result files (JSON + Markdown) and the endpoint to use."""
+"""Helpers shared by the benchmark scripts: result files (JSON + Markdown), the endpoint to use, the machine.
+
+Results go to ``benchmarks/results/`` unless ``results_dir`` is given or ``APWA_BENCH_RESULTS``
+names another folder (the test suite writes to a temporary one, never over committed results).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from contextlib import contextmanager
@@ -13,20 +18,25 @@ from apwa_spark.config import Settings
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def results_dir(given: str | Path | None = None) -> Path:
+    """Where results go: ``given``, else ``$APWA_BENCH_RESULTS``, else ``benchmarks/results``."""
+    return Path(given or os.environ.get("APWA_BENCH_RESULTS") or RESULTS)
+
+
 def machine() -> dict:
-    import os
+    """CPU count, load average at the time (the machine is shared: timings are noisy), Python, date."""
+    return {"cpus": os.cpu_count(), "load_average_1m": round(os.getloadavg()[0], 2), "python": platform.python_version(),
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
 
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d")}
 
-
-def write_results(name: str, data: dict, markdown: str) -> Path:
-    """Write ``results/<name>.json`` and ``results/<name>.md``; returns the JSON path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+def write_results(name: str, data: dict, markdown: str, directory: str | Path | None = None) -> Path:
+    """Write ``<directory>/<name>.json`` and ``<directory>/<name>.md`` (see :func:`results_dir`); returns the JSON path."""
+    out = results_dir(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out / f"{name}.md").write_text(markdown.rstrip() + "\n")
     print(markdown)
-    return RESULTS / f"{name}.json"
+    return out / f"{name}.json"
 
 
 @contextmanager
@@ -40,3 +50,13 @@ def endpoint_settings(base_url: str | None, overrides: dict | None = None):
 
     with EmbeddedEndpoint(settings) as running:
         yield running.settings
+
+
+def meta_column(df):
+    """The ``<step>_meta`` column of a one-step plan's result (steps are named ``<kind><index>``), as a Column."""
+    from pyspark.sql import functions as F
+
+    names = [c for c in df.columns if c.endswith("_meta")]
+    if len(names) != 1:
+        raise ValueError(f"expected one *_meta column, got {names}")
+    return F.col(names[0])

