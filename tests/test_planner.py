@@ -12,9 +12,10 @@ import pytest
 from deltalake import DeltaTable
 
 from apwa_spark.inputs import read_input
-from apwa_spark.plan.ir import PlanError
+from apwa_spark.plan.ir import Cardinality, PlanError
 from apwa_spark.plan.metadata import table_metadata
-from apwa_spark.plan.planner import plan_query, plan_schema
+from apwa_spark.plan.planner import or_list_labels, plan_query, plan_schema, query_numbers, query_words
+from apwa_spark.plan.run import run_plan
 from apwa_spark.testing.faulty_endpoint import FaultyEndpoint
 
 pytestmark = pytest.mark.model
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.model
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SECRET_TAIL = "ZEBRA-7731-TAIL"  # sits past the 80-character sample cut: the planner must never see it
+#: one query per step kind (the benchmark has more); none is a few-shot example of the planner.
 QUERIES = {
     "classify": "Classify each review as positive or negative.",
     "filter": "Keep only the reviews that complain about service.",
@@ -29,15 +31,21 @@ QUERIES = {
     "redact": "Redact names, e-mails and phone numbers from the reviews.",
     "map": "Translate every review into German.",
     "chunk": "Split each review into pieces of at most 200 characters.",
-    "mangled": "Luokittele jokainen arvostelu myönteiseksi tai kielteiseksi ☃ ïñ 日本語で",  # Finnish + noise
+    "reduce": "Summarize the reviews of each author into one summary.",
+}
+MANGLED = {
+    "thai": "จัดประเภทรีวิวแต่ละรายการว่าเป็นบวกหรือลบ",
+    "noise": bytes(range(1, 255)).decode("latin-1")[::7] + " ☃ \udcff",
 }
 
 
 @pytest.fixture(scope="module")
 def reviews(spark):
-    rows = [(i, f"Review {i}: the soup was {'great' if i % 2 else 'cold'} and the waiter was slow. " + "x" * 60 + SECRET_TAIL)
-            for i in range(8)]
-    return spark.createDataFrame(rows, "id long, text string")
+    rows = [(i, "ann" if i % 2 else "bob",
+             f"Review {i}: the soup was {'great' if i % 2 else 'cold'} and the waiter was slow. Call Ann Lee at "
+             f"555-201-33{i:02d} or ann{i}@example.com. " + "x" * 20 + SECRET_TAIL)
+            for i in range(4)]
+    return spark.createDataFrame(rows, "id long, author string, text string")
 
 
 def test_schema_narrows_columns_to_the_table():
@@ -46,23 +54,65 @@ def test_schema_narrows_columns_to_the_table():
     assert redact["enum"] == ["id", "text"]
 
 
-@pytest.mark.parametrize("kind", sorted(QUERIES))
-def test_planner_returns_a_checked_plan_or_says_what_it_saw(kind, reviews, settings, endpoint):
+def test_query_words_numbers_and_the_or_list_rule():
+    assert query_words("Is each ticket urgent or not urgent?")[:3] == ["ticket", "urgent", "not"]
+    assert "not urgent" in query_words("Is each ticket urgent or not urgent?")
+    assert query_numbers("pieces of 1,000 or 200 characters") == [1000, 200]
+    assert or_list_labels("Classify each review as positive, neutral or negative.") == ["positive", "neutral", "negative"]
+
+
+def _expected_rows(plan, df) -> tuple[int, int]:
+    """(min, max) result rows the plan's cardinalities allow over ``df``."""
+    n = df.count()
+    lo, hi = n, n
+    for step in plan.steps:
+        if step.cardinality == Cardinality.SELECTION:
+            lo = 0
+        elif step.cardinality == Cardinality.ONE_TO_MANY:
+            hi = 10 ** 6
+        elif step.cardinality == Cardinality.MANY_TO_ONE:
+            groups = df.select(*step.group_by).distinct().count() if step.group_by else 1
+            lo, hi = groups, groups
+    return lo, hi
+
+
+@pytest.mark.parametrize("kind", list(QUERIES))
+def test_planner_plan_validates_and_runs_end_to_end(kind, reviews, settings, endpoint, tmp_path, record_property):
     metadata = table_metadata(reviews)
     with FaultyEndpoint(endpoint.base_url) as proxy:
         local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
-        try:
-            plan = plan_query(QUERIES[kind], metadata, local)
-        except PlanError as err:
-            message = str(err)
-            assert QUERIES[kind] in message and "Table the planner saw" in message and "rows: 8" in message
-            plan = None
+        plan = plan_query(QUERIES[kind], metadata, local)
     assert not any(SECRET_TAIL.encode() in body for body in proxy.bodies)  # metadata only, never the data
-    assert 1 <= proxy.requests <= 4  # one answer, one repair round (each with at most one JSON repair)
-    if plan is not None:
-        plan.check(["id", "text"])
-        assert plan.query == QUERIES[kind]
-        print(f"{kind}: planned {[s.kind for s in plan.steps]}")
+    assert 1 <= proxy.requests <= 6  # kind + fields, one repair round, each with at most one JSON repair
+    plan.check(reviews.columns)
+    assert plan.query == QUERIES[kind] and plan.provenance.decided_by["kind"] == "model"
+    assert plan.provenance.llm_calls == proxy.requests
+    kinds = [s.kind for s in plan.steps]
+    record_property("planned_kinds", kinds)
+    print(f"{kind}: planned {kinds}, action {plan.provenance.action!r}, decided by {plan.provenance.decided_by}")
+    out = run_plan(reviews, plan, tmp_path, settings)
+    lo, hi = _expected_rows(plan, reviews)
+    assert lo <= out.count() <= hi
+    for name, step in plan.named_steps():
+        assert set(step.writes()) <= set(out.columns)
+        if step.kind not in ("chunk", "reduce"):
+            assert f"{name}_meta" in out.columns
+
+
+@pytest.mark.parametrize("which", sorted(MANGLED))
+def test_a_mangled_query_gives_a_plan_or_a_clear_error(which, reviews, settings):
+    try:
+        plan = plan_query(MANGLED[which], table_metadata(reviews), settings)
+    except PlanError as err:
+        assert "Table the planner saw" in str(err) or "has no words" in str(err)
+    else:
+        plan.check(reviews.columns)
+        print(f"{which}: planned {[s.kind for s in plan.steps]} ({plan.provenance.decided_by})")
+
+
+def test_a_query_of_no_words_is_a_clear_error(reviews, settings):
+    with pytest.raises(PlanError, match="has no words"):
+        plan_query("?!? 123 ...", table_metadata(reviews), settings)
 
 
 def test_garbage_answers_end_in_an_error_showing_the_query_and_answer(reviews, settings, endpoint):
@@ -71,8 +121,9 @@ def test_garbage_answers_end_in_an_error_showing_the_query_and_answer(reviews, s
         local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
         with pytest.raises(PlanError) as err:
             plan_query("Classify each review as positive or negative.", metadata, local)
-    assert proxy.requests == 4  # two planner rounds, each with the client's one JSON repair
-    assert "Classify each review" in str(err.value) and "unterminated" in str(err.value)
+    assert proxy.requests == 2  # the kind stage: one answer and the client's one JSON repair
+    assert "Classify each review" in str(err.value) and "Table the planner saw" in str(err.value)
+    assert "unterminated" in str(err.value) or "InvalidJSON" in str(err.value)
 
 
 def test_one_function_per_step_kind_skips_the_planner(reviews, settings, tmp_path):

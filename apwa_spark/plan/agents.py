@@ -8,6 +8,7 @@ structured outputs) and validated on return (:mod:`apwa_spark.llm.client`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -21,6 +22,9 @@ from apwa_spark.tools import Span, get_tool
 MAP_TEMPLATE = Template(instruction="Do what the request below asks. Answer briefly.", cue="Answer:")
 FILTER_TEMPLATE = Template(instruction="Answer the question below with yes or no.", cue="Answer (yes or no):")
 CLASSIFY_TEMPLATE = Template(instruction="Choose the one label that fits the text below.", cue="Label:")
+CLASSIFY_BATCH_TEMPLATE = Template(
+    instruction="Choose the one label that fits each numbered text below. Answer with a JSON array of labels, one per text, in order.",
+    cue="Labels, in order:")
 EXTRACT_TEMPLATE = Template(instruction="Extract the requested fields from the text below as JSON.", cue="JSON:")
 NAMES_TEMPLATE = Template(instruction="List the full names of the people mentioned in the text below, as a JSON array of strings.",
                           cue="Names:")
@@ -71,6 +75,30 @@ def classify_rows(prompts: Sequence[str | None], labels: list[str], settings: Se
     options = "Labels: " + ", ".join(labels) + "\n\n"
     results = _null_aware(prompts, lambda p: Task(CLASSIFY_TEMPLATE, options + p, 16, json_schema=schema), client)
     return [StepResult(json.loads(c.text) if c.status == "ok" else None, c) for c in results]
+
+
+def classify_batched(prompts: Sequence[str | None], labels: list[str], batch_rows: int, settings: Settings,
+                     client: LLMClient | None = None) -> list[StepResult]:
+    """``classify`` with several rows per LLM call: the non-null prompts, ``batch_rows`` at a time,
+    become one numbered list; the answer must be a JSON array of exactly that many labels (schema:
+    ``minItems = maxItems = rows``, items an enum of ``labels``). A batch's calls and tokens are
+    booked on its first row (the others show 0), so sums over rows stay exact; a failed batch gives
+    every row in it the batch's error. Null prompts are ``NullInput`` errors without a call."""
+    client = client or LLMClient(settings)
+    live = [i for i, p in enumerate(prompts) if p is not None]
+    batches = [live[k:k + batch_rows] for k in range(0, len(live), batch_rows)]
+    options = "Labels: " + ", ".join(labels) + "\n\n"
+    tasks = [Task(CLASSIFY_BATCH_TEMPLATE, options + "\n".join(f"{n}. {' '.join(prompts[i].split())}" for n, i in enumerate(b, 1)),
+                  8 + 8 * len(b), json_schema={"type": "array", "items": {"type": "string", "enum": list(labels)},
+                                               "minItems": len(b), "maxItems": len(b)}) for b in batches]
+    out = [StepResult(None, Completion.failed("NullInput: a placeholder column is NULL; no LLM call made"))] * len(prompts)
+    for batch, completion in zip(batches, client.complete(tasks) if tasks else []):
+        values = json.loads(completion.text) if completion.status == "ok" else [None] * len(batch)
+        for n, i in enumerate(batch):
+            booked = completion if n == 0 else dataclasses.replace(
+                completion, prompt_tokens=0, completion_tokens=0, cached_tokens=0, calls=0, text_tokens=0)
+            out[i] = StepResult(values[n], booked)
+    return out
 
 
 def extract_rows(prompts: Sequence[str | None], output_schema: dict, max_tokens: int, settings: Settings,

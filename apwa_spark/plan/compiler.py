@@ -3,7 +3,8 @@
 Per-row LLM steps (map, classify, extract, filter, redact) are pandas UDFs (Series ──► struct)
 whose body is an executor agent from :mod:`apwa_spark.plan.agents`; the UDF gets the template's
 columns as Arrow-backed Series and expands the template in pandas. ``chunk`` is a pandas UDF to an
-array plus ``posexplode``; ``reduce`` runs rounds of ``groupBy().applyInPandas`` over Delta tables
+array plus ``posexplode``; ``classify`` with ``batch_rows > 1`` is a per-partition step
+(``mapInPandas``: one agent call labels several rows); ``reduce`` runs rounds of ``groupBy().applyInPandas`` over Delta tables
 (:func:`apwa_spark.plan.run.run_plan` materializes them).
 
 Every LLM step adds its value column(s) and ``<step>_meta``, a struct with the row's status, error
@@ -102,9 +103,35 @@ def compile_map(df: DataFrame, name: str, step: MapStep, job: JobContext) -> Dat
 
 
 def compile_classify(df: DataFrame, name: str, step: ClassifyStep, job: JobContext) -> DataFrame:
-    """``classify``: template ──► ``step.output``, always one of ``step.labels`` (or NULL with an error status)."""
+    """``classify``: template ──► ``step.output``, always one of ``step.labels`` (or NULL with an error status).
+
+    With ``step.batch_rows > 1`` it is a per-partition step (:func:`compile_classify_batched`)."""
+    if step.batch_rows > 1:
+        return compile_classify_batched(df, name, step, job)
     run = lambda cols, job: agents.classify_rows(expand(step.template, cols), step.labels, job.settings, job.client())
     return _apply_llm(df, name, step.output, StringType(), job, _hash(step.template), step.reads(), run).drop(f"__{name}")
+
+
+def compile_classify_batched(df: DataFrame, name: str, step: ClassifyStep, job: JobContext) -> DataFrame:
+    """``classify`` per partition: ``mapInPandas`` hands the executor agent each Arrow batch of a
+    partition; one LLM call labels up to ``step.batch_rows`` of its rows
+    (:func:`apwa_spark.plan.agents.classify_batched`). Output: the input's columns, ``step.output``
+    and ``<name>_meta``, one row per input row."""
+    schema = StructType([*[f for f in df.schema.fields if f.name not in (step.output, f"{name}_meta")],
+                         StructField(step.output, StringType()), StructField(f"{name}_meta", META_SCHEMA)])
+    template_hash = _hash(step.template + f"|batch_rows={step.batch_rows}")
+    inputs = step.reads()
+
+    def per_partition(frames):
+        for frame in frames:
+            prompts = expand(step.template, [frame[c] for c in inputs])
+            results = agents.classify_batched(prompts, step.labels, step.batch_rows, job.settings, job.client())
+            frame = frame.drop(columns=[c for c in (step.output, f"{name}_meta") if c in frame.columns])
+            frame[step.output] = [r.value for r in results]
+            frame[f"{name}_meta"] = [_meta(r.completion, name, job, template_hash) for r in results]
+            yield frame[schema.fieldNames()]
+
+    return df.mapInPandas(per_partition, schema)
 
 
 def compile_extract(df: DataFrame, name: str, step: ExtractStep, job: JobContext) -> DataFrame:
@@ -150,6 +177,11 @@ COMPILERS: dict[str, Callable[[DataFrame, str, object, JobContext], DataFrame]] 
     "map": compile_map, "classify": compile_classify, "extract": compile_extract, "filter": compile_filter,
     "redact": compile_redact, "chunk": compile_chunk,
 }
+
+
+def compile_step(df: DataFrame, name: str, step, job: JobContext) -> DataFrame:
+    """One non-reduce step ──► a lazy DataFrame (the step kind's compile function)."""
+    return COMPILERS[step.kind](df, name, step, job)
 
 
 def compile_steps(df: DataFrame, plan: Plan, job: JobContext) -> DataFrame:

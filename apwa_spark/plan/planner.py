@@ -248,7 +248,7 @@ def plan_query(query: str, metadata: TableMetadata, settings: Settings, client: 
     """
     if not query or not query.strip():
         raise PlanError("the query is empty; say what to do with the table, e.g. 'classify each text as spam or not'")
-    if not re.search(r"[^\W_]", query):
+    if not re.search(r"[^\W\d_]", query):
         raise PlanError(f"the query {query!r} has no words; say what to do with the table")
     query = unicodedata.normalize("NFC", query.strip())
     client = client or LLMClient(settings.with_overrides(**{"spark.apwa.llm.frequencyPenalty": "0"}))

@@ -20,13 +20,11 @@ from apwa_spark.config import Settings
 from apwa_spark.delta import read_delta, write_delta
 from apwa_spark.llm.client import Completion, check_endpoint
 from apwa_spark.plan import agents
-from apwa_spark.plan.compiler import COMPILERS, META_SCHEMA, _hash, _meta
+from apwa_spark.plan.compiler import META_SCHEMA, _hash, _meta, compile_step
 from apwa_spark.plan.ir import Plan, PlanError, ReduceStep, placeholders
 from apwa_spark.runs import CACHE, JobContext, new_run_id
 from apwa_spark.summarize import pack_children
 from apwa_spark.tools import registry
-
-CHARS_PER_TOKEN = 3.0  # reduce packing estimate; conservative for English (Gemma: ~3.3-3.7 here)
 
 
 def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings | None = None) -> DataFrame:
@@ -58,7 +56,7 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
             if isinstance(step, ReduceStep):
                 df = reduce_step(df, name, step, job, output)
             else:
-                df = COMPILERS[step.kind](df, name, step, job)
+                df = compile_step(df, name, step, job)
         write_delta(df, output / "result")
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {output / 'result'}", flush=True)
     return read_delta(spark, output / "result")
@@ -66,7 +64,9 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
 
 def reduce_step(df: DataFrame, name: str, step: ReduceStep, job: JobContext, output: Path) -> DataFrame:
     """Multi-round hierarchical reduce: one row per group, children in ``order_by`` order, packed
-    under ``token_budget``; each round is a Delta table ``<output>/<name>_r<k>``."""
+    under ``token_budget`` tokens counted by the endpoint's tokenizer (``LLMClient.count_tokens``:
+    llama.cpp ``/tokenize``; ``ceil(chars / 3)`` where the endpoint has none); each round is a Delta
+    table ``<output>/<name>_r<k>``."""
     spark = df.sparkSession
     texts = [c for c in placeholders(step.template) if c not in step.group_by and c != step.order_by]
     if len(texts) != 1:
@@ -96,12 +96,14 @@ def _reduce_group_fn(name: str, step: ReduceStep, keys: list[str], job: JobConte
     def reduce_group(group: pd.DataFrame) -> pd.DataFrame:
         group = group.sort_values("__order")
         texts = group[step.output].fillna("").tolist()
-        batches = pack_children([int(len(t) / CHARS_PER_TOKEN) + 1 for t in texts], step.token_budget)
+        client = job.client()
+        # the endpoint's own tokenizer (llama.cpp /tokenize); ceil(chars / 3) only where it has none
+        batches = pack_children(client.count_tokens(texts), step.token_budget)
         multi = [b for b in batches if len(b) > 1]
         prompts = [step.template.format_map({**{k: group[k].iloc[0] for k in step.group_by},
                                              text_col: "\n".join(f"{i}. {texts[j]}" for i, j in enumerate(b, 1))})
                    for b in multi]
-        answers = iter(agents.map_rows(prompts, step.max_tokens, job.settings, job.client()))
+        answers = iter(agents.map_rows(prompts, step.max_tokens, job.settings, client))
         rows = []
         for batch in batches:
             first = group.iloc[batch[0]]
