@@ -23,13 +23,6 @@
 
 # COMMAND ----------
 
-# Parameters: plain variables (no widgets); the local runner may override them through env vars.
-import os
-
-OUTPUT = os.path.join(os.environ.get("APWA_NOTEBOOK_OUTPUT", "/tmp/apwa-notebooks"), "sql_functions")  # on Databricks: a /Volumes/... or dbfs:/ path
-
-# COMMAND ----------
-
 from apwa_spark.sql import register
 
 settings = register(spark)  # registers the functions; starts the embedded endpoint once unless spark.apwa.llm.baseUrl is set
@@ -52,35 +45,30 @@ reviews.createOrReplaceTempView("reviews")
 # COMMAND ----------
 
 # MAGIC %md
-# MAGIC ## Classify, filter, redact: one scalar function per column
+# MAGIC ## Classify, filter, redact, extract: one scalar function per column
+# MAGIC
+# MAGIC `apwa_extract` takes the schema as a Spark DDL string (or a JSON schema) and returns a VARIANT shaped to it.
 
 # COMMAND ----------
 
 # MAGIC %sql
-# MAGIC CACHE TABLE labelled AS
+# MAGIC CACHE TABLE answers AS
 # MAGIC SELECT
 # MAGIC   id,
 # MAGIC   text,
 # MAGIC   apwa_classify(text, array('positive', 'negative')) AS sentiment,
 # MAGIC   apwa_filter(text, 'Does the review complain about something?') AS complaint,
-# MAGIC   apwa_redact(text, array('email', 'phone')) AS redacted
+# MAGIC   apwa_redact(text, array('email', 'phone')) AS redacted,
+# MAGIC   apwa_extract(text, 'place STRING, stars INT') AS fields
 # MAGIC FROM reviews;
 # MAGIC
-# MAGIC SELECT id, sentiment, complaint, redacted FROM labelled ORDER BY id
-
-# COMMAND ----------
-
-# MAGIC %md
-# MAGIC ## Typed extraction: a DDL schema, fields read from the VARIANT
+# MAGIC SELECT id, sentiment, complaint, redacted FROM answers ORDER BY id
 
 # COMMAND ----------
 
 # MAGIC %sql
-# MAGIC CACHE TABLE extracted AS
-# MAGIC SELECT id, apwa_extract(text, 'place STRING, stars INT') AS fields
-# MAGIC FROM reviews WHERE id <= 2;
-# MAGIC
-# MAGIC SELECT id, fields, fields:place::string AS place, fields:stars::int AS stars FROM extracted ORDER BY id
+# MAGIC -- typed fields out of the VARIANT: path:field::type
+# MAGIC SELECT id, fields, fields:place::string AS place, fields:stars::int AS stars FROM answers ORDER BY id
 
 # COMMAND ----------
 
@@ -107,7 +95,7 @@ reviews.createOrReplaceTempView("reviews")
 # MAGIC
 # MAGIC An aggregate, usable with `GROUP BY`: the group's texts (in `id` order here) are summarized hierarchically;
 # MAGIC NULL texts are skipped. (Spark does not allow a pandas aggregate beside built-in aggregates such as
-# MAGIC `count` in one `SELECT`; join them if you need both.) The result is written to Delta under `OUTPUT`.
+# MAGIC `count` in one `SELECT`; join them if you need both.)
 
 # COMMAND ----------
 
@@ -120,24 +108,18 @@ reviews.createOrReplaceTempView("reviews")
 
 # COMMAND ----------
 
-from apwa_spark.delta import read_delta, write_delta
-
-write_delta(spark.table("by_product"), os.path.join(OUTPUT, "by_product"))
-display(read_delta(spark, os.path.join(OUTPUT, "by_product")).orderBy("product"))
-
-# COMMAND ----------
-
 # Checks: types, NULL behaviour, and what the functions promise.
 from pyspark.sql.types import BooleanType, StringType, VariantType
 
-labelled = {r.id: r for r in spark.table("labelled").collect()}
+answers = spark.table("answers")
+labelled = {r.id: r for r in answers.collect()}
 assert sorted(labelled) == [1, 2, 3, 4, 5]  # one row out per row in
-assert spark.table("labelled").schema["sentiment"].dataType == StringType()
-assert spark.table("labelled").schema["complaint"].dataType == BooleanType()
+assert answers.schema["sentiment"].dataType == StringType()
+assert answers.schema["complaint"].dataType == BooleanType()
 assert {r.sentiment for r in labelled.values()} <= {"positive", "negative", None}
 assert labelled[5].sentiment is None and labelled[5].complaint is None and labelled[5].redacted is None  # NULL in, NULL out
 assert "anna@seaview.example.com" not in labelled[3].redacted and "[EMAIL]" in labelled[3].redacted
-assert spark.table("extracted").schema["fields"].dataType == VariantType()
+assert answers.schema["fields"].dataType == VariantType() and labelled[5].fields is None
 groups = {r.product: r for r in spark.table("by_product").collect()}
 assert sorted(groups) == ["bakery", "hotel"]  # one row per group
 assert all(isinstance(g.summary, str) and g.summary.strip() for g in groups.values()), groups
