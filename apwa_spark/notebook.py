@@ -39,10 +39,11 @@ PYTHON_MAGICS = ("%python",)
 #: The runner's first cell: what a Databricks notebook finds already defined (``spark``, ``display``).
 PREAMBLE = '''\
 # apwa-spark local notebook runner: define what Databricks provides (spark, display).
-import os as _os
+import tempfile as _tempfile
 from apwa_spark.session import get_session as _get_session
 
-spark = _get_session(conf={"spark.ui.showConsoleProgress": "false", "spark.ui.enabled": "false"})
+spark = _get_session(conf={"spark.ui.showConsoleProgress": "false", "spark.ui.enabled": "false",
+                           "spark.sql.warehouse.dir": _tempfile.mkdtemp(prefix="apwa-notebook-warehouse-")})
 spark.sparkContext.setLogLevel("ERROR")
 
 
