@@ -1,4 +1,5 @@
-"""``apwa-spark`` command line: ``serve``, ``summarize``, ``retry-failed``, ``plan``, ``run``, ``explain``, ``plays``.
+"""``apwa-spark`` command line: ``serve``, ``summarize``, ``retry-failed``, ``plan``, ``run``, ``redact``,
+``extract``, ``sql``, ``notebook``, ``explain``, ``plays``.
 
 Every command accepts ``--conf spark.apwa.KEY=VALUE`` (repeatable) and ``--conf-file PATH``; see
 ``conf/apwa-defaults.conf`` for the keys.
@@ -12,6 +13,9 @@ import sys
 from typing import Sequence
 
 from apwa_spark.config import ConfigError, Settings
+from apwa_spark import jobs
+from apwa_spark.jobs import (add_common_args, add_extract_args, add_query_args, add_redact_args, add_sql_args,
+                             load_plan, parse_conf)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,35 +26,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the embedded Gemma 3 270M llama.cpp server in the foreground")
-    _common(serve)
+    add_common_args(serve)
 
     summarize = sub.add_parser("summarize", help="summarize a play scene ──► act ──► play into Delta tables")
     add_summarize_args(summarize)
-    _common(summarize)
+    add_common_args(summarize)
     summarize.add_argument("--master", help="Spark master (default local[2])")
 
     retry = sub.add_parser("retry-failed", help="re-drive the failed rows of a run and merge the results back")
     retry.add_argument("run_id", metavar="RUN_ID", help="the run id the job printed (see <output>/_runs/)")
-    _common(retry)
+    add_common_args(retry)
     retry.add_argument("--master", help="Spark master (default local[2])")
 
     plan = sub.add_parser("plan", help="plan a query over an input and print the plan (YAML)")
     plan.add_argument("query")
     plan.add_argument("--input", required=True, help="Delta table, .parquet, .csv, .jsonl, or a folder of .txt/.md files")
-    _common(plan)
+    add_common_args(plan)
 
     run = sub.add_parser("run", help="plan a query (or load --plan) and execute it into a Delta table")
-    run.add_argument("query", nargs="?", default="", help="the query (omit with --plan)")
-    run.add_argument("--input", required=True)
-    run.add_argument("--output", required=True, help="directory for the result and intermediate Delta tables")
-    run.add_argument("--plan", help="a saved or hand-written plan file (YAML or JSON)")
-    _common(run)
+    add_query_args(run)
+    add_common_args(run)
+
+    redact = sub.add_parser("redact", help="redact PII in a text column into a Delta table")
+    add_redact_args(redact)
+    add_common_args(redact)
+
+    extract = sub.add_parser("extract", help="extract a typed struct column (Spark DDL or JSON schema) into a Delta table")
+    add_extract_args(extract)
+    add_common_args(extract)
+
+    sql = sub.add_parser("sql", help="run SQL with the apwa_* functions registered and inputs as views")
+    add_sql_args(sql)
+    add_common_args(sql)
+
+    notebook = sub.add_parser("notebook", help="run a Databricks source notebook locally in a fresh kernel")
+    notebook.add_argument("path", help="a notebooks/*.py file in Databricks source format")
+    notebook.add_argument("--save", help="write the executed notebook (.ipynb, outputs included) here")
+    notebook.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell (default 900)")
 
     explain = sub.add_parser("explain", help="print the plan, Spark's physical plan and an LLM call/token estimate; runs nothing")
     explain.add_argument("query", nargs="?", default="")
     explain.add_argument("--input", required=True)
     explain.add_argument("--plan", help="a plan file (YAML or JSON)")
-    _common(explain)
+    add_common_args(explain)
 
     sub.add_parser("plays", help="list the plays the summarize job can read")
     return parser
@@ -61,28 +79,6 @@ def add_summarize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--play", required=True, help="play name (see `apwa-spark plays`) or a path to a play .md file")
     parser.add_argument("--output", required=True, help="directory for the run's Delta tables")
     parser.add_argument("--max-scenes", type=int, help="summarize only the first N scenes")
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--conf", action="append", default=[], metavar="spark.apwa.KEY=VALUE",
-                        help="a setting (repeatable); overrides conf file, env and Spark conf")
-    parser.add_argument("--conf-file", help="spark-defaults style file of spark.apwa.* settings (default conf/apwa-defaults.conf)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-
-
-def parse_conf(pairs: Sequence[str]) -> dict[str, str]:
-    """``["spark.apwa.a.b=1"]`` ──► ``{"spark.apwa.a.b": "1"}``.
-
-    Raises:
-        ConfigError: an entry without ``=``.
-    """
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--conf expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,19 +162,6 @@ def _retry_failed(args) -> int:
     return 0 if result.root.get("status") == "ok" else 1
 
 
-def _load_plan(args, df, settings):
-    from apwa_spark.api import plan as plan_query
-    from apwa_spark.plan.ir import Plan
-
-    if getattr(args, "plan", None):
-        from pathlib import Path
-
-        return Plan.parse(Path(args.plan).read_text())
-    if not args.query:
-        raise ValueError("give a query or --plan FILE")
-    return plan_query(df, args.query, settings)
-
-
 def _input_session(args):
     from apwa_spark.inputs import read_input
     from apwa_spark.session import get_session
@@ -191,18 +174,27 @@ def _input_session(args):
 
 def _plan(args) -> int:
     spark, df, settings = _input_session(args)
-    print(_load_plan(args, df, settings).to_yaml())
+    print(load_plan(args, df, settings).to_yaml())
     return 0
 
 
-def _run(args) -> int:
-    from apwa_spark.plan.run import run_plan
+def _job(run_job):
+    """A CLI command running a job body from :mod:`apwa_spark.jobs` on the default session."""
+    def command(args) -> int:
+        from apwa_spark.session import get_session
 
-    spark, df, settings = _input_session(args)
-    plan = _load_plan(args, df, settings)
-    print(plan.to_yaml())
-    result = run_plan(df, plan, args.output, settings)
-    result.show(10, truncate=60)
+        spark = get_session()
+        spark.sparkContext.setLogLevel("WARN")
+        return run_job(spark, args)
+
+    return command
+
+
+def _notebook(args) -> int:
+    from apwa_spark.notebook import run_notebook
+
+    run_notebook(args.path, timeout=args.timeout, save_to=args.save, echo=print)
+    print(f"{args.path}: every cell ran")
     return 0
 
 
@@ -210,7 +202,7 @@ def _explain(args) -> int:
     from apwa_spark.plan.explain import explain
 
     spark, df, settings = _input_session(args)
-    print(explain(df, _load_plan(args, df, settings), settings))
+    print(explain(df, load_plan(args, df, settings), settings))
     return 0
 
 
@@ -222,8 +214,9 @@ def _plays(args) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "summarize": _summarize, "retry-failed": _retry_failed, "plan": _plan, "run": _run,
-            "explain": _explain, "plays": _plays}
+COMMANDS = {"serve": _serve, "summarize": _summarize, "retry-failed": _retry_failed, "plan": _plan,
+            "run": _job(jobs.run_query), "redact": _job(jobs.run_redact), "extract": _job(jobs.run_extract),
+            "sql": _job(jobs.run_sql), "notebook": _notebook, "explain": _explain, "plays": _plays}
 
 if __name__ == "__main__":
     sys.exit(main())

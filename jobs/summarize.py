@@ -10,7 +10,8 @@ are those of ``apwa-spark summarize``.
 import argparse
 import sys
 
-from apwa_spark.cli import _common, add_summarize_args, run_summarize
+from apwa_spark.cli import add_summarize_args, run_summarize
+from apwa_spark.jobs import add_common_args
 from apwa_spark.plays import resolve_play
 from apwa_spark.session import get_session
 
@@ -19,7 +20,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spark-submit jobs/summarize.py",
                                      description="Summarize a play scene ──► act ──► play into Delta tables.")
     add_summarize_args(parser)
-    _common(parser)
+    add_common_args(parser)
     args = parser.parse_args(argv)
     resolve_play(args.play)
     return run_summarize(get_session(app_name="apwa-spark summarize"), args)

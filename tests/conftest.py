@@ -70,3 +70,11 @@ def small_play(tmp_path_factory) -> Path:
     path.write_text(text, encoding="utf-8")
     assert [s.scene for s in parse_play(text)] == ["PROLOGUE", "SCENE I", "PROLOGUE", "SCENE I"]
     return path
+
+
+@pytest.fixture(scope="session")
+def small_run(spark, settings, small_play, tmp_path_factory):
+    """The summarize job on ``small_play`` with ``local[2]`` (shared by the job and cluster tests)."""
+    from apwa_spark.summarize import summarize_play
+
+    return summarize_play(str(small_play), tmp_path_factory.mktemp("run"), spark, settings)

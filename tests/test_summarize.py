@@ -7,14 +7,14 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 
 from apwa_spark.delta import read_delta
-from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children, summarize_play
+from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children
 
 pytestmark = pytest.mark.model
 
 
 @pytest.fixture(scope="module")
-def run(spark, settings, small_play, tmp_path_factory):
-    return summarize_play(str(small_play), tmp_path_factory.mktemp("run"), spark, settings)
+def run(small_run):
+    return small_run
 
 
 def _table(spark, run, name):
