@@ -11,7 +11,7 @@
 # MAGIC `spark.apwa.llm.baseUrl` (and `spark.apwa.llm.model`, `spark.apwa.llm.promptStyle chat` for an instruct
 # MAGIC model) in the cluster's Spark conf to reach a shared endpoint. With no endpoint configured, apwa-spark
 # MAGIC starts its embedded one (Gemma 3 270M under `llama-server`) on the driver. Locally,
-# MAGIC `apwa-spark notebook run notebooks/01_quickstart.py` runs this notebook as it is.
+# MAGIC `apwa-spark notebook notebooks/01_quickstart.py` runs this notebook as it is.
 
 # COMMAND ----------
 
