@@ -19,7 +19,7 @@ Metrics per entity type and overall (characters compared are letters and digits 
 * leak rate: gold values that still occur verbatim in the redacted text (an error row's text counts
   as leaked: nothing redacted it).
 
-    python benchmarks/pii.py --size small|full [--base-url URL] [--results-dir DIR]
+    python benchmarks/pii.py --size small|full [--pipelines rules,model,tools+model] [--base-url URL] [--results-dir DIR]
 
 Sizes: small 50 rows, full 2,000 rows. Results: ``pii_<size>.{json,md}``.
 """
@@ -172,15 +172,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=SIZES, default="small")
     parser.add_argument("--rows", type=int, help="override the size's row count")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES), help=f"comma-separated subset of {','.join(PIPELINES)}")
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
     parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
     args = parser.parse_args()
+    pipelines = tuple(args.pipelines.split(","))
+    if set(pipelines) - set(PIPELINES):
+        parser.error(f"unknown pipelines {sorted(set(pipelines) - set(PIPELINES))}; choose from {list(PIPELINES)}")
     from apwa_spark.session import get_session
 
     spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
     spark.sparkContext.setLogLevel("ERROR")
     with endpoint_settings(args.base_url) as settings:
-        run(spark, settings, args.size, args.rows, args.results_dir)
+        run(spark, settings, args.size, args.rows, args.results_dir, pipelines=pipelines)
 
 
 if __name__ == "__main__":

@@ -71,12 +71,13 @@ def run_one(spark, settings, play: str, max_scenes: int | None, workdir: Path) -
         rounds_by_level[kind] = rounds_by_level.get(kind, 0) + 1
     errors = sum(level.errors for level in levels)
     return {
-        "play": resolve_play(play).stem, "bytes": resolve_play(play).stat().st_size, "wall_seconds": round(wall, 1),
+        "play": resolve_play(play).stem, "wall_seconds": round(wall, 1),
+        "bytes": sum(len((r.text or "").encode()) for r in read_play(spark, play, max_scenes).select("text").collect()),
         "chunks": levels[0].rows, "llm_calls": sum(level.llm_calls for level in levels),
         "prompt_tokens": sum(level.prompt_tokens for level in levels),
         "cached_tokens": sum(level.cached_tokens for level in levels),
         "completion_tokens": sum(level.completion_tokens for level in levels),
-        "error_rows": errors, "llm_rows": llm_rows, "failure_rate": round(errors / max(llm_rows, 1), 4),
+        "error_rows": errors, "errors_by_class": result.errors_by_class, "llm_rows": llm_rows, "failure_rate": round(errors / max(llm_rows, 1), 4),
         "rounds_by_level": rounds_by_level, "extra_rounds": sum(n - 1 for n in rounds_by_level.values()),
         "coverage": coverage(spark, result, play, max_scenes), "root_status": result.root.get("status"),
         "summary": result.summary,
@@ -112,7 +113,7 @@ def run(spark, settings, size: str = "small", max_scenes: int | None = None, res
 def markdown(data: dict) -> str:
     scope = f", first {data['max_scenes']} scenes" if data["max_scenes"] else ""
     lines = [f"# Hierarchical summarization, size `{data['size']}`: {len(data['plays'])} play(s){scope}, "
-             f"{data['bytes'] / 1e3:.0f} kB of Markdown", "",
+             f"{data['bytes'] / 1e3:.0f} kB of scene text", "",
              f"Command: `python benchmarks/summarize_sizes.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
              f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, Spark local[2], "
              f"budgets {data['budgets']}; one summarize job per play; the machine is shared with other engineers' test runs: "
@@ -128,6 +129,9 @@ def markdown(data: dict) -> str:
         lines.append(f"| {p['play']} | {p['bytes'] / 1e3:.0f} | {p['chunks']} | {p['llm_calls']} | {p['prompt_tokens']} | "
                      f"{p['cached_tokens']} | {p['completion_tokens']} | {rounds} | {p['error_rows']} | "
                      f"{p['coverage']['scenes_covered']}/{p['coverage']['scenes']} | {p['wall_seconds']} |")
+    classes = {k: sum(p["errors_by_class"].get(k, 0) for p in data["plays"]) for p0 in data["plays"] for k in p0["errors_by_class"]}
+    if classes:
+        lines += ["", f"Error rows by class: {classes}."]
     lines += ["", f"Root summary of {data['plays'][0]['play']} ({data['plays'][0]['root_status']}):", "",
               f"> {data['plays'][0]['summary']}"]
     return "\n".join(lines)
