@@ -177,3 +177,16 @@ def run_sql(spark: SparkSession, args) -> int:
     else:
         result.show(args.limit, truncate=80)
     return 0
+
+
+# ---- spark-submit entry points ---------------------------------------------------------------------------
+
+def submit_main(name: str, description: str, add_args, run, argv: Sequence[str] | None = None) -> int:
+    """``jobs/<name>.py``: parse the job's arguments (``--help``), take spark-submit's session, run."""
+    from apwa_spark.session import get_session
+
+    parser = argparse.ArgumentParser(prog=f"spark-submit jobs/{name}.py", description=description)
+    add_args(parser)
+    add_common_args(parser)
+    args = parser.parse_args(argv)
+    return run(get_session(app_name=f"apwa-spark {name}"), args)

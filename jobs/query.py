@@ -7,20 +7,9 @@ The master, executors and ``--conf spark.apwa.*`` come from spark-submit; the jo
 are those of ``apwa-spark query`` (``--help`` lists them).
 """
 
-import argparse
 import sys
 
-from apwa_spark.jobs import add_common_args, add_query_args, run_query
-from apwa_spark.session import get_session
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spark-submit jobs/query.py", description="Plan a plain-language query (or load --plan) and run it into Delta tables.")
-    add_query_args(parser)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    return run_query(get_session(app_name="apwa-spark query"), args)
-
+from apwa_spark.jobs import add_query_args, run_query, submit_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(submit_main("query", "Plan a plain-language query (or load --plan) and run it into Delta tables.", add_query_args, run_query))

@@ -7,20 +7,9 @@ The master, executors and ``--conf spark.apwa.*`` come from spark-submit; the jo
 are those of ``apwa-spark redact`` (``--help`` lists them).
 """
 
-import argparse
 import sys
 
-from apwa_spark.jobs import add_common_args, add_redact_args, run_redact
-from apwa_spark.session import get_session
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spark-submit jobs/redact.py", description="Redact PII in a text column (rule detectors + the model for names) into a Delta table.")
-    add_redact_args(parser)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    return run_redact(get_session(app_name="apwa-spark redact"), args)
-
+from apwa_spark.jobs import add_redact_args, run_redact, submit_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(submit_main("redact", "Redact PII in a text column (rule detectors + the model for names) into a Delta table.", add_redact_args, run_redact))

@@ -7,20 +7,9 @@ The master, executors and ``--conf spark.apwa.*`` come from spark-submit; the jo
 are those of ``apwa-spark sql`` (``--help`` lists them).
 """
 
-import argparse
 import sys
 
-from apwa_spark.jobs import add_common_args, add_sql_args, run_sql
-from apwa_spark.session import get_session
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spark-submit jobs/sql.py", description="Run SQL with the apwa_* functions registered and inputs as temporary views.")
-    add_sql_args(parser)
-    add_common_args(parser)
-    args = parser.parse_args(argv)
-    return run_sql(get_session(app_name="apwa-spark sql"), args)
-
+from apwa_spark.jobs import add_sql_args, run_sql, submit_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(submit_main("sql", "Run SQL with the apwa_* functions registered and inputs as temporary views.", add_sql_args, run_sql))

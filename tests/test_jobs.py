@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from apwa_spark.cli import main
-from apwa_spark.config import env_name
 from apwa_spark.delta import read_delta
 
 from conftest import SMALL
@@ -44,8 +43,11 @@ def docs(tmp_path_factory) -> Path:
     return path
 
 
-def _small_env(settings, tmp_path) -> dict[str, str]:
-    return {**{env_name(k): v for k, v in SMALL.items()}, "APWA_RUN_REGISTRY": str(tmp_path / "registry")}
+def _small_conf(tmp_path) -> list[str]:
+    """The test budgets as spark-submit ``--conf`` flags: they must beat ``--properties-file``, whose
+    values are Spark conf (which ranks above ``APWA_*`` env vars)."""
+    pairs = {**SMALL, "spark.apwa.run.registry": str(tmp_path / "registry")}
+    return [flag for key, value in pairs.items() for flag in ("--conf", f"{key}={value}")]
 
 
 def test_every_job_has_help():
@@ -57,8 +59,8 @@ def test_every_job_has_help():
 def test_redact_job_runs_under_spark_submit(spark, settings, docs, tmp_path):
     out = tmp_path / "redacted"
     done = spark_submit(["--master", "local[2]", "--conf", f"spark.apwa.llm.baseUrl={settings.llm.base_url}",
-                         str(ROOT / "jobs/redact.py"), "--input", str(docs), "--output", str(out), "--entities", "email,phone,person"],
-                        _small_env(settings, tmp_path), tmp_path)
+                         *_small_conf(tmp_path), str(ROOT / "jobs/redact.py"), "--input", str(docs), "--output", str(out),
+                         "--entities", "email,phone,person"], {}, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = read_delta(spark, out / "result")
     assert result.count() == 3 and {"redacted", "redacted_spans", "redact0_meta"} <= set(result.columns)
@@ -87,9 +89,8 @@ def test_summarize_on_a_local_cluster_matches_the_local_run(spark, small_play, s
     """Two executor JVMs and their own Python workers; the job starts its own embedded endpoint, so
     its address, the settings and the clients must reach the executors through the UDF closures."""
     out = tmp_path / "cluster"
-    done = spark_submit(["--master", "local-cluster[2,1,1024]", "--conf", "spark.executor.memory=1g",
-                         str(ROOT / "jobs/summarize.py"), "--play", str(small_play), "--output", str(out)],
-                        _small_env(None, tmp_path), tmp_path)
+    done = spark_submit(["--master", "local-cluster[2,1,1024]", "--conf", "spark.executor.memory=1g", *_small_conf(tmp_path),
+                         str(ROOT / "jobs/summarize.py"), "--play", str(small_play), "--output", str(out)], {}, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     local = {level.table.rstrip("0123456789"): level for level in small_run.levels}
     for name, level in local.items():
