@@ -157,10 +157,13 @@ def markdown(data: dict) -> str:
         f = data["pipelines"][p]
         lines.append(f"| {p} | {f['wall_seconds']} | {f['rows_per_second']} | {f['llm_calls']} | {f['cache_hits']} | "
                      f"{f['prompt_tokens_per_call']} | {f['cached_share']} | {f['error_rows']} {f['errors_by_class'] or ''} |")
-    lines += ["", "`model` runs first and pays for the name prompts; `tools+model` sends the same prompts and reads them "
-              "from the shared response cache. The model is asked for person names only (the redact step's design), "
-              "so its recall on other types is what its names happen to cover.", "",
-              "The rule detectors (`pii_rules` in `apwa_spark/tools.py`) were written against the formats these Faker "
+    if "model" in names:
+        lines += ["", "`model` runs first and pays for the name prompts; `tools+model` sends the same prompts and reads them "
+                  "from the shared response cache. The model is asked for person names only (the redact step's design), "
+                  "so its recall on other types is what its names happen to cover."]
+    if set(names) != set(PIPELINES):
+        lines += ["", f"Pipelines run: {', '.join(names)} (`--pipelines`); the others were not run at this size."]
+    lines += ["", "The rule detectors (`pii_rules` in `apwa_spark/tools.py`) were written against the formats these Faker "
               "locales emit; a text in another country's formats would score lower.", "",
               "Sample (row 0):", "", f"> {data['sample']['text']}", ""]
     for p in names:
