@@ -6,6 +6,7 @@ names another folder (the test suite writes to a temporary one, never over commi
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -60,3 +61,21 @@ def meta_column(df):
     if len(names) != 1:
         raise ValueError(f"expected one *_meta column, got {names}")
     return F.col(names[0])
+
+
+def bench_parser(doc: str, sizes) -> argparse.ArgumentParser:
+    """The arguments every workload benchmark takes: ``--size``, ``--base-url``, ``--results-dir``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--size", choices=sizes, default="small")
+    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
+    parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
+    return parser
+
+
+def bench_session():
+    """The benchmarks' Spark session (``local[2]``), without the console progress bar, logging errors only."""
+    from apwa_spark.session import get_session
+
+    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -26,7 +26,6 @@ twice, in two different formats). Results: ``extraction_<size>.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import re
@@ -42,7 +41,7 @@ from pydantic import BaseModel, ValidationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import endpoint_settings, machine, meta_column, write_results  # noqa: E402
+from _common import bench_parser, bench_session, endpoint_settings, machine, meta_column, write_results  # noqa: E402
 
 from apwa_spark.api import extract  # noqa: E402
 
@@ -228,16 +227,10 @@ def markdown(data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=SIZES, default="small")
+    parser = bench_parser(__doc__, SIZES)
     parser.add_argument("--documents", type=int, help="override the size's document count")
-    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
-    parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
     args = parser.parse_args()
-    from apwa_spark.session import get_session
-
-    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = bench_session()
     with endpoint_settings(args.base_url) as settings:
         run(spark, settings, args.size, args.documents, args.results_dir)
 

@@ -26,7 +26,6 @@ Sizes: small 50 rows, full 2,000 rows. Results: ``pii_<size>.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
 
-from _common import endpoint_settings, machine, meta_column, write_results  # noqa: E402
+from _common import bench_parser, bench_session, endpoint_settings, machine, meta_column, write_results  # noqa: E402
 from pii_texts import ENTITY_TYPES, LOCALES, PiiText, generate  # noqa: E402
 
 from apwa_spark.plan.ir import Plan, RedactStep  # noqa: E402
@@ -172,20 +171,14 @@ def markdown(data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=SIZES, default="small")
+    parser = bench_parser(__doc__, SIZES)
     parser.add_argument("--rows", type=int, help="override the size's row count")
     parser.add_argument("--pipelines", default=",".join(PIPELINES), help=f"comma-separated subset of {','.join(PIPELINES)}")
-    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
-    parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
     args = parser.parse_args()
     pipelines = tuple(args.pipelines.split(","))
     if set(pipelines) - set(PIPELINES):
         parser.error(f"unknown pipelines {sorted(set(pipelines) - set(PIPELINES))}; choose from {list(PIPELINES)}")
-    from apwa_spark.session import get_session
-
-    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = bench_session()
     with endpoint_settings(args.base_url) as settings:
         run(spark, settings, args.size, args.rows, args.results_dir, pipelines=pipelines)
 

@@ -20,7 +20,6 @@ Results: ``summarize_<size>.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import endpoint_settings, machine, write_results  # noqa: E402
+from _common import bench_parser, bench_session, endpoint_settings, machine, write_results  # noqa: E402
 
 from apwa_spark.delta import read_delta  # noqa: E402
 from apwa_spark.plays import available_plays, read_play, resolve_play  # noqa: E402
@@ -138,16 +137,10 @@ def markdown(data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=SIZES, default="small")
+    parser = bench_parser(__doc__, SIZES)
     parser.add_argument("--max-scenes", type=int, help="first N scenes of each play (default: 2 for small, all otherwise)")
-    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
-    parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
     args = parser.parse_args()
-    from apwa_spark.session import get_session
-
-    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = bench_session()
     with endpoint_settings(args.base_url) as settings:
         run(spark, settings, args.size, args.max_scenes, args.results_dir)
 

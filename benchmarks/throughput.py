@@ -24,7 +24,6 @@ instant 2,000 and 10,000 rows at concurrency 1/4/16/64. Results: ``throughput_<s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import re
 import sys
@@ -36,7 +35,7 @@ import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import endpoint_settings, machine, meta_column, results_dir as resolve_dir, write_results  # noqa: E402
+from _common import bench_parser, bench_session, endpoint_settings, machine, meta_column, results_dir as resolve_dir, write_results  # noqa: E402
 
 from apwa_spark.api import map_text  # noqa: E402
 from apwa_spark.llm.client import LLMClient  # noqa: E402
@@ -248,24 +247,16 @@ def markdown(data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", choices=SIZES, default="small")
+    parser = bench_parser(__doc__, SIZES)
     parser.add_argument("--engine-only", action="store_true", help="(c) alone: the instant endpoint, no model")
-    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
-    parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
     args = parser.parse_args()
     if args.engine_only:
         from apwa_spark.config import Settings
-        from apwa_spark.session import get_session
 
-        spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
-        spark.sparkContext.setLogLevel("ERROR")
+        spark = bench_session()
         run(spark, Settings.load(), args.size, args.results_dir, f"throughput_engine_{args.size}", engine_only=True)
         return
-    from apwa_spark.session import get_session
-
-    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = bench_session()
     with endpoint_settings(args.base_url) as settings:
         run(spark, settings, args.size, args.results_dir)
 
