@@ -18,6 +18,14 @@ from apwa_spark.jobs import (add_common_args, add_extract_args, add_query_args, 
                              load_plan, parse_conf)
 
 
+#: Job commands whose bodies live in :mod:`apwa_spark.jobs`: name, help, argument adder.
+JOB_COMMANDS = [
+    ("redact", "redact PII in a text column into a Delta table", add_redact_args),
+    ("extract", "extract a typed struct column (Spark DDL or JSON schema) into a Delta table", add_extract_args),
+    ("sql", "run SQL with the apwa_* functions registered and inputs as views", add_sql_args),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apwa-spark",
@@ -47,17 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_query_args(run)
     add_common_args(run)
 
-    redact = sub.add_parser("redact", help="redact PII in a text column into a Delta table")
-    add_redact_args(redact)
-    add_common_args(redact)
-
-    extract = sub.add_parser("extract", help="extract a typed struct column (Spark DDL or JSON schema) into a Delta table")
-    add_extract_args(extract)
-    add_common_args(extract)
-
-    sql = sub.add_parser("sql", help="run SQL with the apwa_* functions registered and inputs as views")
-    add_sql_args(sql)
-    add_common_args(sql)
+    for name, help_text, add_args in JOB_COMMANDS:
+        job = sub.add_parser(name, help=help_text)
+        add_args(job)
+        add_common_args(job)
 
     notebook = sub.add_parser("notebook", help="run a Databricks source notebook locally in a fresh kernel")
     notebook.add_argument("path", help="a notebooks/*.py file in Databricks source format")

@@ -38,6 +38,12 @@ CALL_FIELDS = [
 ]
 
 
+#: Per-row provenance: which run, plan, step, model, endpoint and template produced the row.
+PROVENANCE_FIELDS = [
+    StructField(name, StringType()) for name in ("run_id", "plan_id", "step", "model", "endpoint_host", "template_hash")
+]
+
+
 def call_fields(c: Completion) -> dict:
     """A completion's :data:`CALL_FIELDS` values."""
     return {"status": c.status, "error_class": c.error_class, "error": c.error, "llm_calls": c.calls,

@@ -44,7 +44,8 @@ from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.client import Completion, check_endpoint
 from apwa_spark.plays import chunk_scenes, read_play
 from apwa_spark.progress import AnswerProgress
-from apwa_spark.runs import CACHE, CALL_FIELDS, DEAD_LETTER, JobContext, call_fields, new_run_id, write_manifest
+from apwa_spark.runs import (CACHE, CALL_FIELDS, DEAD_LETTER, PROVENANCE_FIELDS, JobContext, call_fields, new_run_id,
+                             write_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,7 @@ NODE_SCHEMA = StructType([
     StructField("node_id", StringType()),
     StructField("ordinal", LongType()),
     StructField("children", ArrayType(StringType())),
-    StructField("run_id", StringType()),
-    StructField("plan_id", StringType()),
-    StructField("step", StringType()),
-    StructField("model", StringType()),
-    StructField("endpoint_host", StringType()),
-    StructField("template_hash", StringType()),
+    *PROVENANCE_FIELDS,
 ] + COMPLETION_SCHEMA.fields)
 
 #: Reduce levels above level 0 (``chunk``): name and group keys.

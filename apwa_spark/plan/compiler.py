@@ -28,18 +28,10 @@ from apwa_spark.plan import agents
 from apwa_spark.plan.ir import (ChunkStep, ClassifyStep, ExtractStep, FilterStep, MapStep, Plan, RedactStep,
                                 ReduceStep, placeholders)
 from apwa_spark.plan.schema import json_schema_to_spark
-from apwa_spark.runs import CALL_FIELDS, JobContext, call_fields
+from apwa_spark.runs import CALL_FIELDS, PROVENANCE_FIELDS, JobContext, call_fields
 from apwa_spark.tools import split_text
 
-META_SCHEMA = StructType([
-    *CALL_FIELDS,
-    StructField("run_id", StringType()),
-    StructField("plan_id", StringType()),
-    StructField("step", StringType()),
-    StructField("model", StringType()),
-    StructField("endpoint_host", StringType()),
-    StructField("template_hash", StringType()),
-])
+META_SCHEMA = StructType([*CALL_FIELDS, *PROVENANCE_FIELDS])
 SPAN_SCHEMA = ArrayType(StructType([
     StructField("start", IntegerType()), StructField("end", IntegerType()),
     StructField("entity", StringType()), StructField("text", StringType()),
