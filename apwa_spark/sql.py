@@ -36,7 +36,7 @@ from apwa_spark.agent import summarize_documents
 from apwa_spark.config import Settings
 from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
-from apwa_spark.plan.ir import RedactStep
+from apwa_spark.plan.ir import REDACT_TOOLS, RedactStep
 from apwa_spark.plan.schema import coerce, json_schema_to_spark, schema_from_string
 from apwa_spark.runs import JobContext, new_run_id
 
@@ -148,7 +148,7 @@ def run_redact(cols: list[pd.Series], job: JobContext) -> list[Answer]:
     answers: list[Answer] = [(None, None)] * len(texts)
     key = lambda i: tuple(entities.iloc[i]) if entities.iloc[i] is not None else tuple(DEFAULT_ENTITIES)
     for entity_set, group in _by_key(_live(texts), key).items():
-        results = agents.redact_rows([texts.iloc[i] for i in group], list(entity_set), ["pii_rules"], True,
+        results = agents.redact_rows([texts.iloc[i] for i in group], list(entity_set), list(REDACT_TOOLS), True,
                                      job.settings, job.client())
         for i, r in zip(group, results):
             answers[i] = _value(r)

@@ -6,7 +6,13 @@ Built-ins:
   structured PII (email, phone, IP address, URL, IBAN, card number, national id numbers of the US,
   UK, France, Italy and Germany, dates, postal addresses of the US, UK, Germany and France, and
   usernames after a cue such as ``username:`` or an ``@handle``).
+* ``name_candidates`` ──► ``(text: str, taken: list[Span]) -> list[str]``: runs of capitalized words
+  that may be person names (the redact step's model chooses among them; a rule cannot tell a name
+  from a capitalized word, and the small model cannot be trusted to copy one exactly).
 * ``chunk_text`` ──► ``(text: str, max_chars: int, by_headings: bool) -> list[str]``.
+
+A tool's ``role`` says how a step uses it: a ``detector`` gives spans to redact, a ``candidates``
+tool gives strings for the model to choose from, a ``splitter`` cuts text into pieces.
 
 Third-party tools register through the entry-point group ``apwa_spark.tools``: an entry point
 names a :class:`Tool` object, e.g. in ``pyproject.toml``::
@@ -28,11 +34,14 @@ ENTRY_POINT_GROUP = "apwa_spark.tools"
 
 @dataclass(frozen=True)
 class Tool:
-    """A named callable with a one-line description (what the planner sees)."""
+    """A named callable with a one-line description (what the planner sees) and its ``role``:
+    ``detector`` (the default; ``(text, entities) -> list[Span]``), ``candidates``
+    (``(text, taken_spans) -> list[str]``) or ``splitter``."""
 
     name: str
     description: str
     func: Callable
+    role: str = "detector"
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,47 @@ def find_pii(text: str, entities: list[str]) -> list[Span]:
     return sorted(spans, key=lambda s: s.start)
 
 
+_TITLES = r"(?:Dr|Mr|Mrs|Ms|Mx|Prof|Herr|Frau|Mme|Mlle|Sir|Dame)"
+_NAME_WORD = rf"(?!{_TITLES}\b)[A-ZÀ-ÖØ-Þ][a-zß-öø-ÿ]+(?:[-'][A-ZÀ-ÖØ-Þ]?[a-zß-öø-ÿ]+)*"
+_PARTICLE = r"(?:van|von|de|du|der|den|le|la|des|di|da|dos|zu|ten|ter|bin|al|el)"
+#: a title before a name (``Dr.``, ``Frau``); never a name itself.
+NAME_TITLE = rf"{_TITLES}\.?"
+NAME_RUN = re.compile(rf"(?<![\w@./-])(?:{NAME_TITLE} )?{_NAME_WORD}(?: (?:{_PARTICLE} )*{_NAME_WORD}){{0,3}}(?![\w@])")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)$")
+#: capitalized words that are never a person's name: weekdays and months (English, German, French).
+NOT_NAMES = frozenset(
+    "Monday Tuesday Wednesday Thursday Friday Saturday Sunday Montag Dienstag Mittwoch Donnerstag Freitag Samstag "
+    "Sonntag Lundi Mardi Mercredi Jeudi Vendredi Samedi Dimanche Januar Februar März Juni Juli Oktober Dezember "
+    "Janvier Février Mars Avril Mai Juin Juillet Août Septembre Octobre Novembre Décembre".split() + _MONTHS.split("|"))
+
+
+def name_candidates(text: str, taken: list[Span] | None = None) -> list[str]:
+    """Runs of capitalized words in ``text`` that may be person names, in text order, without repeats.
+
+    A run is one to four capitalized words, with name particles (``van``, ``de``, ``von`` …) and an
+    optional title (``Dr.``, ``Frau`` …). Left out: runs overlapping ``taken`` spans (structured PII
+    already found, e.g. a town in an address), weekday and month names, and a single word at the
+    start of a sentence unless it is also capitalized elsewhere (sentence case says nothing there);
+    a longer run at a sentence start is offered whole and without its first word (``Customer Ann
+    Lee`` ──► also ``Ann Lee``). Lower-case names are not found.
+    """
+    spans = [(s.start, s.end) for s in taken or []]
+    runs = [m for m in NAME_RUN.finditer(text or "")
+            if not any(a < m.end() and m.start() < b for a, b in spans) and m.group() not in NOT_NAMES]
+    inner = {m.group() for m in runs if not _SENTENCE_START.search(text[:m.start()])}
+    out: list[str] = []
+    for m in runs:
+        words = m.group().split(" ")
+        if not _SENTENCE_START.search(text[:m.start()]):
+            options = [m.group()]
+        elif len(words) > 1:
+            options = [m.group(), " ".join(words[1:])]
+        else:
+            options = [m.group()] if m.group() in inner else []
+        out += [o for o in options if o not in out and o not in NOT_NAMES]
+    return out
+
+
 def split_text(text: str, max_chars: int = 4000, by_headings: bool = False) -> list[str]:
     """Ordered pieces of ``text``: at Markdown headings when ``by_headings``, then at blank lines or
     lines so that no piece exceeds ``max_chars`` characters. Joined, the pieces give back ``text``."""
@@ -178,7 +228,10 @@ def split_text(text: str, max_chars: int = 4000, by_headings: bool = False) -> l
 
 BUILTINS = {
     "pii_rules": Tool("pii_rules", "rule detectors for emails, phones, IPs, URLs, IBANs, card and id numbers, dates, postal addresses, usernames", find_pii),
-    "chunk_text": Tool("chunk_text", "split text into ordered pieces by size or at Markdown headings", split_text),
+    "name_candidates": Tool("name_candidates", "capitalized word runs that may be person names, for the model to choose from",
+                            name_candidates, role="candidates"),
+    "chunk_text": Tool("chunk_text", "split text into ordered pieces by size or at Markdown headings", split_text,
+                       role="splitter"),
 }
 
 

@@ -5,12 +5,11 @@ pipeline is one ``redact`` step run by :func:`apwa_spark.plan.run.run_plan` on t
 (local[2]), over the embedded model unless ``--base-url`` is given:
 
 * ``rules``: the registry tool ``pii_rules`` only (``use_model=False``), no LLM call;
-* ``model``: no tools, the model lists person names (``use_model=True``); the redact step asks the
-  model for names only, so every other type is left to tools by design;
-* ``tools+model``: ``pii_rules`` and the model.
-
-The ``model`` and ``tools+model`` pipelines send byte-identical name prompts, so they share one
-response cache: the second reuses the first's answers (its LLM calls and wall time say so).
+* ``model``: no tools, the model names a person in free text (``use_model=True``); the redact step
+  asks the model for names only, so every other type is left to tools by design;
+* ``tools+model``: ``pii_rules`` and ``name_candidates``: the model chooses the person's name among
+  the capitalized word runs the rules did not take (a JSON-schema enum), and is asked again for
+  another person while candidates remain.
 
 Metrics per entity type and overall (characters compared are letters and digits only):
 
@@ -43,8 +42,8 @@ from apwa_spark.plan.run import run_plan  # noqa: E402
 SIZES = {"small": 50, "full": 2000}
 PIPELINES = {
     "rules": {"tools": ["pii_rules"], "use_model": False},
+    "tools+model": {"tools": ["pii_rules", "name_candidates"], "use_model": True},
     "model": {"tools": [], "use_model": True},
-    "tools+model": {"tools": ["pii_rules"], "use_model": True},
 }
 #: the rule detector's labels ──► this benchmark's entity types
 LABELS = {"date": "date_of_birth", "id_number": "national_id"}
@@ -157,9 +156,11 @@ def markdown(data: dict) -> str:
         lines.append(f"| {p} | {f['wall_seconds']} | {f['rows_per_second']} | {f['llm_calls']} | {f['cache_hits']} | "
                      f"{f['prompt_tokens_per_call']} | {f['cached_share']} | {f['error_rows']} {f['errors_by_class'] or ''} |")
     if "model" in names:
-        lines += ["", "`model` runs first and pays for the name prompts; `tools+model` sends the same prompts and reads them "
-                  "from the shared response cache. The model is asked for person names only (the redact step's design), "
-                  "so its recall on other types is what its names happen to cover."]
+        lines += ["", "The model is asked for person names only (the redact step's design), so `model`'s recall on other "
+                  "types is what its names happen to cover. `model` answers in free text; `tools+model` constrains each answer "
+                  "to the `name_candidates` strings or `nobody`, so they share no cached answer; but both prompts begin with the "
+                  "same instruction and text, so `model`, which runs after `tools+model`, finds much of each prompt in the "
+                  "server's prefix cache (its cached share)."]
     if set(names) != set(PIPELINES):
         lines += ["", f"Pipelines run: {', '.join(names)} (`--pipelines`); the others were not run at this size."]
     lines += ["", "The rule detectors (`pii_rules` in `apwa_spark/tools.py`) were written against the formats these Faker "

@@ -79,3 +79,22 @@ def test_urls_ips_and_emails_drop_trailing_punctuation():
 def test_person_has_no_rule_and_unknown_entities_find_nothing():
     assert found("Maria Lopez, 123-45-6789", ["person"]) == []
     assert found("Maria Lopez, 123-45-6789", ["shoe_size"]) == []
+
+
+def test_name_candidates_skip_sentence_case_weekdays_and_taken_spans():
+    from apwa_spark.tools import name_candidates
+
+    text = "Megan called on Monday. Later Dr. Hans von Berg met Megan at 12 Oak Street, Springfield, IL 62704."
+    taken = find_pii(text, ["address"])
+    assert [s.text for s in taken] == ["12 Oak Street, Springfield, IL 62704"]
+    # "Later" and "Megan" open sentences; only Megan is also capitalized mid-sentence
+    assert name_candidates(text, taken) == ["Megan", "Dr. Hans von Berg"]
+    assert "Springfield" in name_candidates(text)  # without the taken spans the town is a candidate
+
+
+def test_a_run_at_a_sentence_start_is_offered_with_and_without_its_first_word():
+    from apwa_spark.tools import name_candidates
+
+    assert name_candidates("Customer Suzanne Woodward called. Frau Anna Weber-Schmidt wrote.") == [
+        "Customer Suzanne Woodward", "Suzanne Woodward", "Frau Anna Weber-Schmidt", "Anna Weber-Schmidt"]
+    assert name_candidates("please call maria lopez back") == []  # lower-case names are out of reach

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ from apwa_spark.config import Settings
 from apwa_spark.llm.client import Completion, LLMClient
 from apwa_spark.llm.prompts import Task, Template
 from apwa_spark.plan.schema import coerce, json_schema_to_spark
-from apwa_spark.tools import Span, get_tool
+from apwa_spark.tools import NAME_TITLE, Span, get_tool
 
 MAP_TEMPLATE = Template(instruction="Do what the request below asks. Answer briefly.", cue="Answer:")
 FILTER_TEMPLATE = Template(instruction="Answer the question below with yes or no.", cue="Answer (yes or no):")
@@ -26,8 +27,13 @@ CLASSIFY_BATCH_TEMPLATE = Template(
     instruction="Choose the one label that fits each numbered text below. Answer with a JSON array of labels, one per text, in order.",
     cue="Labels, in order:")
 EXTRACT_TEMPLATE = Template(instruction="Extract the requested fields from the text below as JSON.", cue="JSON:")
-NAMES_TEMPLATE = Template(instruction="List the full names of the people mentioned in the text below, as a JSON array of strings.",
-                          cue="Names:")
+#: names: the model continues a sentence about the note (a completion cue); a JSON array prompt got
+#: ``[]`` for every note from the 270M base model (benchmarks/results/pii_small.md, session 2).
+NAME_TEMPLATE = Template(instruction="Find the people named in the note below.",
+                         cue="The full name of the person in the note above is")
+NEXT_NAME_TEMPLATE = Template(instruction=NAME_TEMPLATE.instruction, cue="Another person named in the note above is")
+NO_NAME = "nobody"
+MAX_NAMES = 3
 YES_NO = {"type": "string", "enum": ["yes", "no"]}
 
 
@@ -112,34 +118,120 @@ def extract_rows(prompts: Sequence[str | None], output_schema: dict, max_tokens:
 
 def redact_rows(texts: Sequence[str | None], entities: list[str], tools: list[str], use_model: bool,
                 settings: Settings, client: LLMClient | None = None) -> list[StepResult]:
-    """``redact``: rule tools find structured entities; the model, when asked, lists person names,
-    which are then found in the text. Each entity becomes ``[ENTITY]``; ``extra`` holds the spans."""
-    rule_spans = [[s for tool in tools for s in get_tool(tool).func(t, entities)] if t is not None else []
-                  for t in texts]
+    """``redact``: ``detector`` tools find structured entities; the model, when ``use_model`` and
+    ``person`` is asked for, finds names (:func:`find_names`), choosing among the strings of the
+    ``candidates`` tools when the step lists one. Each entity becomes ``[ENTITY]``; ``extra`` holds
+    the spans. A row whose name calls failed is an error row (no half-redacted text).
+
+    Raises:
+        ValueError: a listed tool is neither a detector nor a candidates tool (e.g. ``chunk_text``).
+    """
+    chosen = [get_tool(t) for t in tools]
+    if bad := [t.name for t in chosen if t.role not in ("detector", "candidates")]:
+        raise ValueError(f"redact cannot use tool(s) {bad}: they neither find entities nor propose names")
+    detectors = [t for t in chosen if t.role == "detector"]
+    proposers = [t for t in chosen if t.role == "candidates"]
+    rule_spans = [[s for tool in detectors for s in tool.func(t, entities)] if t is not None else [] for t in texts]
     if use_model and "person" in entities:
-        client = client or LLMClient(settings)
-        schema = {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 12}
-        names = _null_aware(texts, lambda t: Task(NAMES_TEMPLATE, t, 128, json_schema=schema), client)
+        options = [_candidates(t, spans, proposers) if proposers and t is not None else None
+                   for t, spans in zip(texts, rule_spans)]
+        names = find_names(texts, options, client or LLMClient(settings))
     else:
-        names = [Completion(text="[]", status="ok") if t is not None else
-                 Completion.failed("NullInput: the text is NULL") for t in texts]
+        names = [([], Completion(text="[]", status="ok") if t is not None else
+                  Completion.failed("NullInput: the text is NULL")) for t in texts]
     out = []
-    for text, spans, completion in zip(texts, rule_spans, names):
+    for text, spans, (found, completion) in zip(texts, rule_spans, names):
         if completion.status != "ok" or text is None:
             out.append(StepResult(None, completion, []))
             continue
-        spans = _merge(spans + _name_spans(text, json.loads(completion.text)))
+        spans = _merge(spans + _name_spans(text, found))
         out.append(StepResult(_apply(text, spans), completion, spans))
     return out
 
 
+def _candidates(text: str, spans: list[Span], proposers: list) -> list[str]:
+    return list(dict.fromkeys(c for tool in proposers for c in tool.func(text, spans)))
+
+
+def find_names(texts: Sequence[str | None], options: Sequence[list[str] | None],
+               client: LLMClient) -> list[tuple[list[str], Completion]]:
+    """Person names in each text, by the model, one name per call.
+
+    With ``options[i]`` (strings from a ``candidates`` tool) the answer is constrained to one of
+    them or ``nobody`` (a JSON-schema enum), and the model is asked again for another person, up to
+    :data:`MAX_NAMES` calls, while options with a word no found name has remain; a text with no
+    options costs no call. With ``None`` the model answers freely once, and the answer counts only
+    if it occurs verbatim in the text. Returns, per text, the names and one :class:`Completion`
+    summing the calls and tokens of its rounds (an ``error`` if any round failed; a NULL text is
+    a ``NullInput`` error without a call).
+    """
+    found: list[list[str]] = [[] for _ in texts]
+    booked = [Completion(text="[]", status="ok") if t is not None else Completion.failed("NullInput: the text is NULL")
+              for t in texts]
+    for round_ in range(MAX_NAMES):
+        asks = {i: _remaining(options[i], found[i]) for i, t in enumerate(texts)
+                if booked[i].status == "ok" and len(found[i]) == round_ and (round_ == 0 or options[i] is not None)}
+        asks = {i: left for i, left in asks.items() if left is None or left}
+        if not asks:
+            break
+        answers = client.complete([_name_task(texts[i], found[i], left) for i, left in asks.items()])
+        for i, completion in zip(asks, answers):
+            booked[i] = _sum(booked[i], completion)
+            name = _chosen_name(texts[i], completion, asks[i] is not None) if completion.status == "ok" else None
+            if name:
+                found[i].append(name)
+    return [(names, dataclasses.replace(c, text=json.dumps(names)) if c.status == "ok" else c)
+            for names, c in zip(found, booked)]
+
+
+def _remaining(options: list[str] | None, found: list[str]) -> list[str] | None:
+    """Options with a name word that no found name has (``Ms. Lopez`` is spent once ``Maria Lopez`` is found)."""
+    if options is None:
+        return None
+    spent = {w for name in found for w in _name_words(name)}
+    return [o for o in options if not _name_words(o) <= spent]
+
+
+def _name_words(name: str) -> set[str]:
+    """The capitalized words of a name, titles left out."""
+    return {w for w in name.split(" ") if w[:1].isupper() and not re.fullmatch(NAME_TITLE, w)}
+
+
+def _name_task(text: str, found: list[str], options: list[str] | None) -> Task:
+    if not found:
+        said, template = text, NAME_TEMPLATE
+    else:
+        said = "".join([f"{text.strip()}\n\n{NAME_TEMPLATE.cue} {found[0]}."] +
+                       [f"\n\n{NEXT_NAME_TEMPLATE.cue} {n}." for n in found[1:]])
+        template = NEXT_NAME_TEMPLATE
+    schema = {"enum": options + [NO_NAME]} if options is not None else None
+    return Task(template, said, 24, json_schema=schema)
+
+
+def _chosen_name(text: str, completion: Completion, constrained: bool) -> str | None:
+    if constrained:
+        name = json.loads(completion.text)
+    else:  # a free answer: its first phrase, if the text contains it
+        name = re.split(r"[.,;:\n]", completion.text)[0].strip(" \"'")
+    return name if name != NO_NAME and len(name) > 2 and name in text else None
+
+
+def _sum(before: Completion, after: Completion) -> Completion:
+    """``after`` with the calls and tokens of ``before`` added."""
+    return dataclasses.replace(
+        after, calls=before.calls + after.calls, prompt_tokens=before.prompt_tokens + after.prompt_tokens,
+        completion_tokens=before.completion_tokens + after.completion_tokens,
+        cached_tokens=before.cached_tokens + after.cached_tokens, text_tokens=before.text_tokens + after.text_tokens)
+
+
 def _name_spans(text: str, names: list[str]) -> list[Span]:
+    """Every occurrence of each name, and of each of its words of 3+ letters standing alone
+    (``Ann Lee`` ──► also ``Lee`` in ``Ms. Lee``), except titles and lower-case particles."""
     spans = []
-    for name in {n.strip() for n in names if isinstance(n, str) and len(n.strip()) > 2}:
-        start = text.find(name)
-        while start >= 0:
-            spans.append(Span(start, start + len(name), "person", name))
-            start = text.find(name, start + 1)
+    words = {w for n in names for w in _name_words(n) if len(w) > 2}
+    for value in sorted(set(names) | words, key=len, reverse=True):
+        for m in re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)", text):
+            spans.append(Span(m.start(), m.end(), "person", value))
     return spans
 
 

@@ -146,14 +146,19 @@ class ExtractStep(_TemplateStep):
         return [self.output]
 
 
+#: the redact step's tools unless a plan names others: rule detectors, and name candidates for the model.
+REDACT_TOOLS = ("pii_rules", "name_candidates")
+
+
 class RedactStep(_Step):
-    """Entity types ──► redacted text plus the spans found (one-to-one). Rule tools from the
-    capability registry find structured entities; the model, when ``use_model``, finds names."""
+    """Entity types ──► redacted text plus the spans found (one-to-one). Detector tools from the
+    capability registry find structured entities; the model, when ``use_model``, finds names,
+    choosing among the strings of a ``candidates`` tool (``name_candidates``) when one is listed."""
 
     kind: Literal["redact"] = "redact"
     column: str = "text"
     entities: list[str] = Field(default_factory=lambda: ["person", "email", "phone", "address", "id_number"])
-    tools: list[str] = Field(default_factory=lambda: ["pii_rules"])
+    tools: list[str] = Field(default_factory=lambda: list(REDACT_TOOLS))
     use_model: bool = True
     output: str = "redacted"
     cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
