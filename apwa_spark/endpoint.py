@@ -18,9 +18,12 @@ Lifecycle::
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -87,6 +90,13 @@ def server_command(settings: Settings, port: int) -> list[str]:
     ]
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, SIGTERM when the process that started it dies, so a
+    driver killed with SIGKILL or SIGTERM leaves no orphan server (``prctl(PR_SET_PDEATHSIG)``)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as sock:
@@ -114,16 +124,21 @@ class EmbeddedEndpoint:
     def start(self) -> "EmbeddedEndpoint":
         """Start the server and wait for ``/health``.
 
+        A no-op when this object's server is already running (``with EmbeddedEndpoint(s).start()`` starts one).
+
         Raises:
             EmbeddedEndpointError: it exited early or was not healthy within ``embedded.startupTimeout`` seconds.
         """
+        if self._process is not None and self._process.poll() is None:
+            return self
         command = server_command(self._settings, self.port)
         log.info("starting embedded endpoint: %s", " ".join(command))
         if self._log_file:
             with open(self._log_file, "ab") as output:  # the child keeps its own copy of the descriptor
-                self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+                self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         else:
-            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                             preexec_fn=_die_with_parent)
         self._wait_healthy(self._settings.embedded.startup_timeout)
         log.info("embedded endpoint ready at %s", self.base_url)
         return self

@@ -72,3 +72,36 @@ def test_json_step_with_broken_json_output_keeps_the_raw_output(settings, endpoi
 def test_token_counts_come_from_the_endpoint_tokenizer(settings):
     [n] = LLMClient(settings).count_tokens([SCENE])
     assert 20 < n < len(SCENE)
+
+
+def test_starting_a_running_endpoint_again_starts_no_second_server(endpoint):
+    """``with EmbeddedEndpoint(s).start() as e`` once leaked the first server (``__enter__`` started another)."""
+    process = endpoint._process
+    assert endpoint.start() is endpoint and endpoint._process is process and process.poll() is None
+
+
+def test_a_killed_driver_leaves_no_orphan_server(tmp_path):
+    """The server gets SIGTERM when the process that started it dies, even by SIGKILL."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import time\nfrom apwa_spark.config import Settings\nfrom apwa_spark.endpoint import EmbeddedEndpoint\n"
+              "e = EmbeddedEndpoint(Settings.load(env={})).start()\nprint(e._process.pid, flush=True)\ntime.sleep(600)\n")
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server = int(driver.stdout.readline())
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{server}") and _state(server) != "Z":
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{server}") or _state(server) == "Z", "llama-server outlived its driver"
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
