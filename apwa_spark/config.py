@@ -38,6 +38,7 @@ class LLMSettings(BaseModel):
     model: str = Field("gemma-3-270m-q4_k_m", description="model name sent to the endpoint")
     prompt_style: Literal["completion", "chat"] = Field("completion", alias="promptStyle", description="completion: few-shot /v1/completions for base models; chat: /v1/chat/completions for instruct models")
     concurrency: int = Field(4, ge=1, le=256, description="LLM calls in flight per Spark task")
+    transport: Literal["aiohttp", "httpx"] = Field("aiohttp", description="HTTP transport of the openai client: aiohttp (the openai[aiohttp] extra, 1.6x the requests/s of httpx in benchmarks/results/throughput_*) or httpx")
     timeout: float = Field(120.0, gt=0, description="per-call timeout, seconds")
     max_retries: int = Field(3, ge=0, le=20, alias="maxRetries", description="retries of 429/5xx/connection errors/timeouts (openai client backoff, honours Retry-After)")
     temperature: float = Field(0.0, ge=0, le=2)
@@ -54,6 +55,7 @@ class CacheSettings(BaseModel):
 
     enabled: bool = Field(True, description="reuse answers already paid for; write new ones as they arrive")
     path: str | None = Field(None, description="cache Delta table; unset: <job output>/_llm_cache")
+    max_uncommitted: int = Field(64, ge=0, alias="maxUncommitted", description="answers per task that may wait for their cache commit while their calls go on; a kill repeats at most this plus llm.concurrency calls per task (0: every call waits for its commit)")
 
 
 class EmbeddedSettings(BaseModel):

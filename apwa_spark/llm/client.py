@@ -145,7 +145,7 @@ class LLMClient:
         unique = {key: task for key, task in zip(keys, tasks)}
         cached = await asyncio.to_thread(self.cache.get_many, unique) if self.cache else {}
         to_send = {key: task for key, task in unique.items() if key not in cached}
-        recorder = _CacheRecorder(self.cache, llm.model)
+        recorder = _CacheRecorder(self.cache, llm.model, self.settings.cache.max_uncommitted)
         semaphore = asyncio.Semaphore(self.settings.llm.concurrency)
         limiter = RateLimiter(self.settings.llm.rpm, self.settings.llm.tpm, self.tasks)
         async with openai.AsyncOpenAI(
@@ -153,9 +153,11 @@ class LLMClient:
             api_key=self.settings.api_key(),
             timeout=self.settings.llm.timeout,
             max_retries=self.settings.llm.max_retries,
+            http_client=openai.DefaultAioHttpClient() if llm.transport == "aiohttp" else None,
         ) as client:
             sent = await asyncio.gather(*(self._one(client, semaphore, limiter, task, key, recorder)
                                           for key, task in to_send.items()))
+        await recorder.flush()
         by_key = {key: _from_cache(row) for key, row in cached.items()} | dict(zip(to_send, sent))
         out, seen = [], set()
         for key in keys:
@@ -232,13 +234,19 @@ class LLMClient:
 
 class _CacheRecorder:
     """Appends ok answers to the response cache as they arrive, one commit at a time, each taking
-    every answer that arrived while the previous one was written (group commit). A caller waits
-    until its answer is committed, holding its concurrency slot, so at any moment at most
-    ``concurrency`` answers per task are not yet durable: a kill repeats only those calls."""
+    every answer that arrived while the previous one was written (group commit).
 
-    def __init__(self, cache: ResponseCache | None, model: str):
-        self.cache, self.model = cache, model
+    A caller goes on (freeing its concurrency slot) once its answer is queued, unless more than
+    ``window`` answers are then waiting for a commit: it waits for its commit (back-pressure). So at
+    any moment at most ``window + concurrency`` answers per task are not yet durable, and a kill
+    repeats only those calls; ``window`` 0 makes every caller wait. :meth:`flush` waits for the rest
+    before a batch returns.
+    """
+
+    def __init__(self, cache: ResponseCache | None, model: str, window: int):
+        self.cache, self.model, self.window = cache, model, window
         self.pending: list[tuple[tuple, asyncio.Future]] = []
+        self.uncommitted = 0
         self.writer: asyncio.Task | None = None
 
     async def record(self, key: str, c: Completion) -> None:
@@ -246,9 +254,16 @@ class _CacheRecorder:
             return
         committed = asyncio.get_running_loop().create_future()
         self.pending.append(((key, c.text, self.model, c.prompt_tokens, c.completion_tokens), committed))
+        self.uncommitted += 1
         if self.writer is None or self.writer.done():
             self.writer = asyncio.ensure_future(self._drain())
-        await committed
+        if self.uncommitted > self.window:
+            await committed
+
+    async def flush(self) -> None:
+        """Wait until every recorded answer is committed."""
+        if self.writer is not None:
+            await self.writer
 
     async def _drain(self) -> None:
         while self.pending:
@@ -258,6 +273,7 @@ class _CacheRecorder:
             except Exception as exc:  # the answer stands; only its reuse after a crash is lost
                 log.warning("response cache write failed (%s: %s); answers stay valid but are not cached",
                             type(exc).__name__, exc)
+            self.uncommitted -= len(batch)
             for _, committed in batch:
                 committed.set_result(None)
 
