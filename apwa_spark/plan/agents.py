@@ -185,11 +185,12 @@ def find_names(texts: Sequence[str | None], options: Sequence[list[str] | None],
 
 
 def _remaining(options: list[str] | None, found: list[str]) -> list[str] | None:
-    """Options with a name word that no found name has (``Ms. Lopez`` is spent once ``Maria Lopez`` is found)."""
+    """Options that hold no found name and have a name word no found name has (``Ms. Lopez`` and
+    ``Customer Ann Lee`` are spent once ``Ann Lee`` and ``Maria Lopez`` are found)."""
     if options is None:
         return None
     spent = {w for name in found for w in _name_words(name)}
-    return [o for o in options if not _name_words(o) <= spent]
+    return [o for o in options if not _name_words(o) <= spent and not any(f in o for f in found)]
 
 
 def _name_words(name: str) -> set[str]:
