@@ -38,6 +38,7 @@ class LLMSettings(BaseModel):
     model: str = Field("gemma-3-270m-q4_k_m", description="model name sent to the endpoint")
     prompt_style: Literal["completion", "chat"] = Field("completion", alias="promptStyle", description="completion: few-shot /v1/completions for base models; chat: /v1/chat/completions for instruct models")
     concurrency: int = Field(4, ge=1, le=256, description="LLM calls in flight per Spark task")
+    server_slots: int | None = Field(None, ge=1, alias="serverSlots", description="requests the endpoint serves at once; when set, each of a job's concurrent tasks keeps at most ceil(serverSlots / tasks) calls in flight, so no call waits in the server's queue against llm.timeout (set by the embedded endpoint to its embedded.parallel)")
     transport: Literal["aiohttp", "httpx"] = Field("aiohttp", description="HTTP transport of the openai client: aiohttp (the openai[aiohttp] extra, 1.6x the requests/s of httpx in benchmarks/results/throughput_*) or httpx")
     timeout: float = Field(120.0, gt=0, description="per-call timeout, seconds")
     max_retries: int = Field(3, ge=0, le=20, alias="maxRetries", description="retries of 429/5xx/connection errors/timeouts (openai client backoff, honours Retry-After)")

@@ -109,17 +109,22 @@ class EmbeddedEndpoint:
 
     Attributes:
         base_url: ``http://127.0.0.1:PORT/v1`` once started.
-        settings: the given settings with ``llm.baseUrl`` and ``llm.model`` pointing at it.
+        settings: the given settings with ``llm.baseUrl`` and ``llm.model`` pointing at it, and
+            ``llm.serverSlots`` = ``embedded.parallel``.
     """
 
     def __init__(self, settings: Settings, log_file: Path | None = None):
         self._settings = settings
         self.port = settings.embedded.port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.settings = settings.with_overrides(**{"spark.apwa.llm.baseUrl": self.base_url,
-                                                   "spark.apwa.llm.model": EMBEDDED_MODEL})
+        self.settings = settings.with_overrides(**self.pointing_keys())
         self._log_file = log_file
         self._process: subprocess.Popen | None = None
+
+    def pointing_keys(self) -> dict[str, str]:
+        """The ``spark.apwa.llm.*`` keys that point a job at this server."""
+        return {"spark.apwa.llm.baseUrl": self.base_url, "spark.apwa.llm.model": EMBEDDED_MODEL,
+                "spark.apwa.llm.serverSlots": str(self._settings.embedded.parallel)}
 
     def start(self) -> "EmbeddedEndpoint":
         """Start the server and wait for ``/health``.
@@ -205,5 +210,4 @@ def ensure_endpoint(settings: Settings) -> Settings:
 
         _shared = EmbeddedEndpoint(settings).start()
         atexit.register(_shared.stop)
-    return settings.with_overrides(**{"spark.apwa.llm.baseUrl": _shared.base_url,
-                                      "spark.apwa.llm.model": EMBEDDED_MODEL})
+    return settings.with_overrides(**_shared.pointing_keys())

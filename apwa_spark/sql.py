@@ -202,8 +202,9 @@ def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
     started = not settings.llm.base_url
     settings = ensure_endpoint(settings)
     if started:
-        spark.conf.set("spark.apwa.llm.baseUrl", settings.llm.base_url)
-        spark.conf.set("spark.apwa.llm.model", settings.llm.model)
+        for key, value in (("baseUrl", settings.llm.base_url), ("model", settings.llm.model),
+                           ("serverSlots", str(settings.llm.server_slots))):
+            spark.conf.set(f"spark.apwa.llm.{key}", value)
     job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan_id="sql")
     fail = "true" if settings.sql.fail_on_error else "false"
     for fn in FUNCTIONS:

@@ -105,3 +105,12 @@ def _state(pid: int) -> str:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
     except FileNotFoundError:
         return "gone"
+
+
+def test_the_embedded_endpoint_caps_calls_in_flight_at_its_slots_per_task(endpoint):
+    s = endpoint.settings
+    assert s.llm.server_slots == s.embedded.parallel == 4 and s.llm.concurrency == 4
+    assert LLMClient(s, tasks=1).concurrency == 4 and LLMClient(s, tasks=2).concurrency == 2
+    assert LLMClient(s.with_overrides(**{"spark.apwa.llm.serverSlots": "6"}), tasks=4).concurrency == 2  # ceil(6 / 4)
+    elsewhere = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": "http://vllm-host:8000/v1"})
+    assert LLMClient(elsewhere, tasks=2).concurrency == 4  # slots unknown: llm.concurrency as set

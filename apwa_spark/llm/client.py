@@ -113,9 +113,16 @@ class LLMClient:
         self.tasks = tasks
         self.cache = ResponseCache(settings.cache.path) if settings.cache.enabled and settings.cache.path else None
 
+    @property
+    def concurrency(self) -> int:
+        """Calls this client keeps in flight: ``llm.concurrency``, capped at
+        ``ceil(llm.serverSlots / tasks)`` when the endpoint's slots are known."""
+        slots = self.settings.llm.server_slots
+        return min(self.settings.llm.concurrency, -(-slots // self.tasks)) if slots else self.settings.llm.concurrency
+
     # ---- public, synchronous (pandas UDFs, driver) -------------------------------------------
     def complete(self, tasks: Sequence[Task]) -> list[Completion]:
-        """Run ``tasks`` with at most ``llm.concurrency`` in flight; one :class:`Completion` each, in order.
+        """Run ``tasks`` with at most :attr:`concurrency` in flight; one :class:`Completion` each, in order.
 
         Identical tasks are sent once; answers in the response cache are not sent at all.
         """
@@ -146,7 +153,7 @@ class LLMClient:
         cached = await asyncio.to_thread(self.cache.get_many, unique) if self.cache else {}
         to_send = {key: task for key, task in unique.items() if key not in cached}
         recorder = _CacheRecorder(self.cache, llm.model, self.settings.cache.max_uncommitted)
-        semaphore = asyncio.Semaphore(self.settings.llm.concurrency)
+        semaphore = asyncio.Semaphore(self.concurrency)
         limiter = RateLimiter(self.settings.llm.rpm, self.settings.llm.tpm, self.tasks)
         async with openai.AsyncOpenAI(
             base_url=self.base_url,
