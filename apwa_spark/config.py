@@ -158,10 +158,17 @@ class Settings(BaseModel):
     def with_overrides(self, **keys: str) -> "Settings":
         """A copy with some ``spark.apwa.*`` keys replaced: ``s.with_overrides(**{"spark.apwa.llm.concurrency": "8"})``.
 
+        ``llm.serverSlots`` describes the endpoint at ``llm.baseUrl``: a new ``baseUrl`` without a
+        ``serverSlots`` of its own drops the old value.
+
         Raises:
             ConfigError: an unknown key or an invalid value.
         """
-        return self._from_keys({**self.as_keys(), **keys})
+        current = self.as_keys()
+        url, slots = f"{CONF_PREFIX}llm.baseUrl", f"{CONF_PREFIX}llm.serverSlots"
+        if url in keys and keys[url] != current.get(url) and slots not in keys:
+            current.pop(slots, None)
+        return self._from_keys({**current, **keys})
 
     def as_keys(self) -> dict[str, str]:
         """Every non-secret setting as ``spark.apwa.*`` key ──► string value (for logs, Spark conf)."""

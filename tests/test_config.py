@@ -42,3 +42,12 @@ def test_api_key_never_in_as_keys(tmp_path):
     assert settings.api_key() == "sk-secret-123"
     assert "sk-secret-123" not in repr(settings)
     assert "sk-secret-123" not in str(settings.as_keys())
+
+
+def test_server_slots_belong_to_the_base_url():
+    embedded = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": "http://127.0.0.1:8080/v1", "spark.apwa.llm.serverSlots": "4"})
+    assert embedded.with_overrides(**{"spark.apwa.llm.concurrency": "8"}).llm.server_slots == 4
+    assert embedded.with_overrides(**{"spark.apwa.llm.baseUrl": "http://127.0.0.1:8080/v1"}).llm.server_slots == 4
+    assert embedded.with_overrides(**{"spark.apwa.llm.baseUrl": "http://vllm:8000/v1"}).llm.server_slots is None
+    moved = embedded.with_overrides(**{"spark.apwa.llm.baseUrl": "http://vllm:8000/v1", "spark.apwa.llm.serverSlots": "16"})
+    assert moved.llm.server_slots == 16
