@@ -3,8 +3,9 @@
 The key (:func:`apwa_spark.llm.prompts.cache_key`) hashes model, prompt style, rendered prompt,
 generation parameters and output schema. Only ``ok`` answers are stored, so a re-run retries what
 failed and reuses what was paid for. Spark tasks append to the table themselves as their calls
-finish (delta-rs; concurrent blind appends are retried on commit conflicts), so a job killed
-mid-run loses only the calls in flight.
+finish (delta-rs; concurrent blind appends are retried on commit conflicts), many answers per
+commit, so a job killed mid-run loses only the calls in flight or not yet committed: at most
+``llm.concurrency + cache.maxUncommitted`` per task.
 """
 
 from __future__ import annotations
