@@ -168,7 +168,6 @@ _PARTICLE = r"(?:van|von|de|du|der|den|le|la|des|di|da|dos|zu|ten|ter|bin|al|el)
 #: a title before a name (``Dr.``, ``Frau``); never a name itself.
 NAME_TITLE = rf"{_TITLES}\.?"
 NAME_RUN = re.compile(rf"(?<![\w@./-])(?:{NAME_TITLE} )?{_NAME_WORD}(?: (?:{_PARTICLE} )*{_NAME_WORD}){{0,3}}(?![\w@])")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)$")
 #: capitalized words that are never a person's name: weekdays and months (English, German, French).
 NOT_NAMES = frozenset(
     "Monday Tuesday Wednesday Thursday Friday Saturday Sunday Montag Dienstag Mittwoch Donnerstag Freitag Samstag "
@@ -189,11 +188,11 @@ def name_candidates(text: str, taken: list[Span] | None = None) -> list[str]:
     spans = [(s.start, s.end) for s in taken or []]
     runs = [m for m in NAME_RUN.finditer(text or "")
             if not any(a < m.end() and m.start() < b for a, b in spans) and m.group() not in NOT_NAMES]
-    inner = {m.group() for m in runs if not _SENTENCE_START.search(text[:m.start()])}
+    inner = {m.group() for m in runs if not _opens_sentence(text, m.start())}
     out: list[str] = []
     for m in runs:
         words = m.group().split(" ")
-        if not _SENTENCE_START.search(text[:m.start()]):
+        if not _opens_sentence(text, m.start()):
             options = [m.group()]
         elif len(words) > 1:
             options = [m.group(), " ".join(words[1:])]
@@ -201,6 +200,14 @@ def name_candidates(text: str, taken: list[Span] | None = None) -> list[str]:
             options = [m.group()] if m.group() in inner else []
         out += [o for o in options if o not in out and o not in NOT_NAMES]
     return out
+
+
+def _opens_sentence(text: str, start: int) -> bool:
+    """``text[start:]`` opens the text, a line, or a sentence (after ``.!?:;`` and white space)."""
+    i = start
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    return i == 0 or "\n" in text[i:start] or (i < start and text[i - 1] in ".!?:;")
 
 
 def split_text(text: str, max_chars: int = 4000, by_headings: bool = False) -> list[str]:
