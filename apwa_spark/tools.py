@@ -188,18 +188,19 @@ def name_candidates(text: str, taken: list[Span] | None = None) -> list[str]:
     spans = [(s.start, s.end) for s in taken or []]
     runs = [m for m in NAME_RUN.finditer(text or "")
             if not any(a < m.end() and m.start() < b for a, b in spans) and m.group() not in NOT_NAMES]
-    inner = {m.group() for m in runs if not _opens_sentence(text, m.start())}
-    out: list[str] = []
-    for m in runs:
+    opens = [_opens_sentence(text, m.start()) for m in runs]
+    inner = {m.group() for m, first in zip(runs, opens) if not first}
+    out: dict[str, None] = {}
+    for m, first in zip(runs, opens):
         words = m.group().split(" ")
-        if not _opens_sentence(text, m.start()):
+        if not first:
             options = [m.group()]
         elif len(words) > 1:
             options = [m.group(), " ".join(words[1:])]
         else:
             options = [m.group()] if m.group() in inner else []
-        out += [o for o in options if o not in out and o not in NOT_NAMES]
-    return out
+        out.update((o, None) for o in options if o not in NOT_NAMES)
+    return list(out)
 
 
 def _opens_sentence(text: str, start: int) -> bool:
