@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from apwa_spark import agent
@@ -67,6 +69,15 @@ def test_json_step_with_broken_json_output_keeps_the_raw_output(settings, endpoi
         [bad] = LLMClient(local).complete([task])
     assert bad.status == "error" and bad.error.startswith("InvalidJSON") and bad.calls == 2  # with its repair
     assert bad.text == '{"summary": "unterminated'
+
+
+def test_answer_cut_at_max_tokens_is_repaired_under_a_length_bounded_schema(settings):
+    schema = {"type": "object", "properties": {"copy": {"type": "string"}}, "required": ["copy"]}
+    template = Template(instruction="Copy the whole passage, word for word, into the JSON field copy.", cue="JSON:")
+    [c] = LLMClient(settings).complete([Task(template, SCENE * 3, max_tokens=20, json_schema=schema)])
+    # the first answer does not fit 20 tokens (TruncatedJSON); the repair's grammar caps copy at 20 - 11 = 9 characters
+    assert c.status == "ok" and c.calls == 2, c.error
+    assert 0 < len(json.loads(c.text)["copy"]) <= 9
 
 
 def test_token_counts_come_from_the_endpoint_tokenizer(settings):

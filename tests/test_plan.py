@@ -10,7 +10,7 @@ from apwa_spark.plan.compiler import META_SCHEMA
 from apwa_spark.plan.ir import Cardinality, ChunkStep, Plan, PlanError
 from apwa_spark.plan.metadata import table_metadata
 from apwa_spark.plan.run import run_plan
-from apwa_spark.plan.schema import SchemaError, json_schema_to_spark
+from apwa_spark.plan.schema import BOUNDED_ARRAY_ITEMS, SchemaError, bounded_by_tokens, json_schema_to_spark
 from apwa_spark.tools import find_pii, split_text
 
 REVIEWS = [
@@ -77,6 +77,35 @@ def test_json_schema_maps_to_spark_struct_with_nesting():
     assert struct["authors"].dataType == ArrayType(StructType([StructField("name", StringType()), StructField("born", LongType())]))
     with pytest.raises(SchemaError):
         json_schema_to_spark({"type": "string"})
+
+
+def test_token_bounded_schema_caps_every_unbounded_string_and_array():
+    class Author(BaseModel):
+        name: str
+        born: int | None = None
+
+    class Book(BaseModel):
+        title: str | None = None
+        authors: list[Author]
+        tags: list[str]
+
+    original = Book.model_json_schema()
+    bounded = bounded_by_tokens(Book, 400)
+    assert "maxLength" not in str(original) and original == Book.model_json_schema()  # a copy, not in place
+    # fixed: braces 2 + keys (5+4, 7+4, 4+4) + title's null-or-quotes 4 + authors 2 + 8 * (2 + (4+4) + (4+4) + 8 + 1)
+    # + tags 2 + 8 * (2 + 1) = 2 + 32 + 4 + 2 + 200 + 2 + 24 = 266; free strings: 1 + 8 + 8 = 17 ──► (400 - 266) // 17 = 7 ──► min 8
+    title = bounded["properties"]["title"]["anyOf"][0]
+    assert title == {"type": "string", "maxLength": 8}
+    assert bounded["$defs"]["Author"]["properties"]["name"]["maxLength"] == 8
+    assert bounded["properties"]["tags"]["maxItems"] == BOUNDED_ARRAY_ITEMS
+    assert bounded["properties"]["tags"]["items"]["maxLength"] == 8
+    roomy = bounded_by_tokens({"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string", "maxLength": 3},
+                                                                 "c": {"enum": ["x", "yy"]}}}, 100)
+    # fixed 2 + (1+4)*3 + a's quotes 2 + (2+3) + len('"yy"') = 28 ──► a gets 100 - 28 = 72; b and c keep their bounds
+    assert roomy["properties"] == {"a": {"type": "string", "maxLength": 72}, "b": {"type": "string", "maxLength": 3},
+                                   "c": {"enum": ["x", "yy"]}}
+    with pytest.raises(SchemaError):
+        bounded_by_tokens("not a schema", 100)
 
 
 def test_rule_detectors_and_chunker():

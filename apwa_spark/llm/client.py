@@ -8,7 +8,8 @@ own (``max_retries``, ``timeout``). On top of it this module adds what a Spark t
 * the job's RPM/TPM budgets shared out across concurrent tasks (:mod:`apwa_spark.llm.ratelimit`),
 * identical calls in one batch sent once, and answers already paid for read from the response
   cache (:mod:`apwa_spark.llm.cache`) instead of sent,
-* retries of malformed response bodies, and one repair attempt for invalid structured output,
+* retries of malformed response bodies, and one repair attempt for invalid structured output
+  (under a length-bounded schema when ``max_tokens`` cut the answer),
 * token usage per call, from the endpoint's ``usage`` (its own tokenizer),
 * errors as data: every task gets a :class:`Completion` with ``status`` ``ok`` or ``error``;
   nothing raises per row,
@@ -37,6 +38,7 @@ from apwa_spark.config import Settings
 from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.prompts import Task, cache_key, clean_text, render_chat, render_completion
 from apwa_spark.llm.ratelimit import RateLimiter
+from apwa_spark.plan.schema import bounded_by_tokens
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ class Completion:
     def failed(cls, error: str, text: str | None = None, calls: int = 0) -> "Completion":
         return cls(text=text, status="error", error=error, calls=calls)
 
+
+#: Structured-output errors that get one repair attempt (:func:`repair_task`).
+REPAIRED = ("InvalidJSON", "TruncatedJSON", "SchemaMismatch")
 
 #: openai errors its client already retried ``maxRetries`` times before raising.
 RETRIED_BY_OPENAI = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, openai.ConflictError)
@@ -178,7 +183,7 @@ class LLMClient:
             return Completion.failed("EmptyInput: input text is empty or null; no LLM call made")
         async with semaphore:
             result = await self._attempts(client, limiter, task)
-            if task.json_schema is not None and result.error_class in ("InvalidJSON", "SchemaMismatch"):
+            if task.json_schema is not None and result.error_class in REPAIRED:
                 result = _add_calls(await self._attempts(client, limiter, repair_task(task, result)), result.calls)
             if result.status == "ok":
                 await recorder.record(key, result)
@@ -193,7 +198,7 @@ class LLMClient:
         for _ in range(llm.max_retries + 1):
             await limiter.acquire(len(task.input) // 3 + task.max_tokens)
             try:
-                text, usage, retries = await self._request(client, task)
+                text, usage, finish, retries = await self._request(client, task)
             except RETRIED_BY_OPENAI as exc:
                 where = f"cannot reach {self.base_url}: " if isinstance(exc, openai.APIConnectionError) else ""
                 return Completion.failed(f"{type(exc).__name__}: {where}{_short(exc)}", calls=calls + llm.max_retries + 1)
@@ -203,10 +208,11 @@ class LLMClient:
                 calls += 1
                 last = f"MalformedResponse: {type(exc).__name__}: {_short(exc)}"
                 continue
-            return _add_calls(_checked(task, text, usage), calls + retries + 1)
+            return _add_calls(_checked(task, text, usage, finish), calls + retries + 1)
         return Completion.failed(last, calls=calls)
 
-    async def _request(self, client: openai.AsyncOpenAI, task: Task) -> tuple[str, Any, int]:
+    async def _request(self, client: openai.AsyncOpenAI, task: Task) -> tuple[str, Any, str | None, int]:
+        """(completion text, usage, finish reason, retries the openai client took) of one request."""
         llm = self.settings.llm
         params: dict[str, Any] = dict(
             model=llm.model,
@@ -236,7 +242,7 @@ class LLMClient:
             choice_text = response.choices[0].message.content
         if not isinstance(choice_text, str):
             raise ValueError(f"endpoint returned no completion text (got {type(choice_text).__name__})")
-        return choice_text, response.usage, raw.retries_taken
+        return choice_text, response.usage, response.choices[0].finish_reason, raw.retries_taken
 
 
 class _CacheRecorder:
@@ -286,7 +292,18 @@ class _CacheRecorder:
 
 
 def repair_task(task: Task, failed: Completion) -> Task:
-    """The one repair attempt for invalid structured output: the same task, told what was wrong."""
+    """The one repair attempt for invalid structured output: the same task, told what was wrong.
+
+    An answer cut at ``max_tokens`` (``TruncatedJSON``, typically a small model repeating itself
+    inside a string) is not quoted back; the repair runs under
+    :func:`~apwa_spark.plan.schema.bounded_by_tokens` of the schema instead, so a grammar-constrained
+    endpoint must close the JSON within the same budget.
+    """
+    if failed.error_class == "TruncatedJSON":
+        note = (f"\n\nA previous answer ran past the {task.max_tokens}-token limit. "
+                "Answer again with JSON that matches the schema; keep every value short.")
+        return dataclasses.replace(task, input=task.input + note,
+                                   json_schema=bounded_by_tokens(task.json_schema, task.max_tokens))
     note = (f"\n\nA previous answer was rejected ({failed.error}). Previous answer: {failed.text!r}. "
             "Answer again with JSON that matches the schema.")
     return dataclasses.replace(task, input=task.input + note)
@@ -301,7 +318,7 @@ def _from_cache(row: dict) -> Completion:
     return Completion(text=row["text"], status="ok", from_cache=True, text_tokens=row["completion_tokens"])
 
 
-def _checked(task: Task, text: str, usage: Any) -> Completion:
+def _checked(task: Task, text: str, usage: Any, finish_reason: str | None) -> Completion:
     tokens = dict(
         prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
@@ -312,6 +329,9 @@ def _checked(task: Task, text: str, usage: Any) -> Completion:
         try:
             jsonschema.validate(json.loads(text), task.json_schema)
         except json.JSONDecodeError as exc:
+            if finish_reason == "length":
+                return Completion(text=text, status="error", **tokens, error=(
+                    f"TruncatedJSON: the answer reached max_tokens ({task.max_tokens}) before its JSON closed ({exc})"))
             return Completion(text=text, status="error", error=f"InvalidJSON: {exc}", **tokens)
         except jsonschema.ValidationError as exc:
             return Completion(text=text, status="error", error=f"SchemaMismatch: {exc.message}", **tokens)
