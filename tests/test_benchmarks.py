@@ -8,6 +8,7 @@ What is asserted is the shape: every row accounted for, the metrics present and 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -67,6 +68,12 @@ def test_extraction_documents_hold_their_gold_values():
             if value is not None and doc["format"] in ("headers", "markdown", "csv"):
                 assert value in doc["document"], (doc["format"], field)
     assert {d["format"] for d in extraction.documents(12)} == set(extraction.FORMATS)
+
+
+def test_extraction_documents_are_the_pinned_distributions_only():
+    pinned = extraction.DISTRIBUTIONS
+    names = [re.sub(r"[-_.]+", "-", d["gold"]["name"]).lower() for d in extraction.documents(2 * len(pinned))]
+    assert names == list(pinned) * 2  # pip, setuptools, py-spy … installed here are not documents
 
 
 def test_summarize_benchmark_small(spark, settings, small_play, tmp_path):
