@@ -120,8 +120,10 @@ def redact_rows(texts: Sequence[str | None], entities: list[str], tools: list[st
                 settings: Settings, client: LLMClient | None = None) -> list[StepResult]:
     """``redact``: ``detector`` tools find structured entities; the model, when ``use_model`` and
     ``person`` is asked for, finds names (:func:`find_names`), choosing among the strings of the
-    ``candidates`` tools when the step lists one. Each entity becomes ``[ENTITY]``; ``extra`` holds
-    the spans. A row whose name calls failed is an error row (no half-redacted text).
+    ``candidates`` tools when the step lists one. The model reads the text with the detectors'
+    entities already replaced (an IBAN or a card number is dozens of prompt tokens; ``[IBAN]`` is a
+    few), and never sees them. Each entity becomes ``[ENTITY]``; ``extra`` holds the spans. A row
+    whose name calls failed is an error row (no half-redacted text).
 
     Raises:
         ValueError: a listed tool is neither a detector nor a candidates tool (e.g. ``chunk_text``).
@@ -135,7 +137,8 @@ def redact_rows(texts: Sequence[str | None], entities: list[str], tools: list[st
     if use_model and "person" in entities:
         options = [_candidates(t, spans, proposers) if proposers and t is not None else None
                    for t, spans in zip(texts, rule_spans)]
-        names = find_names(texts, options, client or LLMClient(settings))
+        shown = [_apply(t, spans) if t is not None else None for t, spans in zip(texts, rule_spans)]
+        names = find_names(shown, options, client or LLMClient(settings))
     else:
         names = [([], Completion(text="[]", status="ok") if t is not None else
                   Completion.failed("NullInput: the text is NULL")) for t in texts]
