@@ -12,7 +12,6 @@ where its Delta tables go (default: a new temporary directory).
 from __future__ import annotations
 
 import tempfile
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,11 @@ def plan(df: DataFrame, query: str, settings: Settings | None = None) -> Plan:
     Raises:
         PlanError: the query could not be mapped to a valid plan (the message shows what was seen).
     """
-    from apwa_spark.endpoint import EmbeddedEndpoint
-    from apwa_spark.llm.client import check_endpoint
+    from apwa_spark.endpoint import job_endpoint
 
     settings = settings or Settings.load(df.sparkSession)
     metadata = table_metadata(df)
-    with ExitStack() as stack:
-        if settings.llm.base_url:
-            check_endpoint(settings)
-        else:
-            settings = stack.enter_context(EmbeddedEndpoint(settings)).settings
+    with job_endpoint(settings, df.sparkSession.sparkContext.master) as settings:
         return plan_query(query, metadata, settings)
 
 

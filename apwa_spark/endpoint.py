@@ -25,7 +25,9 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -188,12 +190,51 @@ class EmbeddedEndpoint:
 _shared: EmbeddedEndpoint | None = None
 
 
-def ensure_endpoint(settings: Settings) -> Settings:
+def warn_if_unreachable(master: str) -> bool:
+    """Log a warning (and return True) when an embedded endpoint would serve a non-local ``master``.
+
+    The embedded endpoint listens on the driver's 127.0.0.1; executors on other hosts (YARN,
+    Kubernetes, a standalone cluster) would call their own 127.0.0.1 and every row would be an
+    ``APIConnectionError`` error row.
+    """
+    if master.startswith("local"):
+        return False
+    log.warning("spark.master is %s but spark.apwa.llm.baseUrl is unset: the embedded endpoint listens on the "
+                "driver's 127.0.0.1, which executors on other hosts cannot reach (their rows would fail with "
+                "APIConnectionError). Set spark.apwa.llm.baseUrl to an endpoint every executor can reach.", master)
+    return True
+
+
+@contextmanager
+def job_endpoint(settings: Settings, master: str, log_file: Path | None = None) -> Iterator[Settings]:
+    """Settings pointing at a reachable endpoint for one job.
+
+    A configured ``llm.baseUrl`` is checked and kept; otherwise an embedded endpoint is started for
+    the job (a warning first under a non-local ``master``: :func:`warn_if_unreachable`) and stopped
+    when the block exits.
+
+    Raises:
+        EndpointUnavailableError: the configured endpoint does not answer.
+        EmbeddedEndpointError: the embedded endpoint could not start.
+    """
+    from apwa_spark.llm.client import check_endpoint
+
+    if settings.llm.base_url:
+        check_endpoint(settings)
+        yield settings
+        return
+    warn_if_unreachable(master)
+    with EmbeddedEndpoint(settings, log_file=log_file) as running:
+        yield running.settings
+
+
+def ensure_endpoint(settings: Settings, master: str = "local") -> Settings:
     """``settings`` with a reachable ``llm.baseUrl``, for sessions that outlive one job (SQL functions,
     notebooks).
 
     A configured ``llm.baseUrl`` is checked and kept. Otherwise one embedded endpoint per driver
-    process is started on first use, reused by later calls and stopped when the interpreter exits.
+    process is started on first use, reused by later calls and stopped when the interpreter exits
+    (a warning first under a non-local ``master``: :func:`warn_if_unreachable`).
 
     Raises:
         EndpointUnavailableError: the configured endpoint does not answer.
@@ -208,6 +249,7 @@ def ensure_endpoint(settings: Settings) -> Settings:
     if _shared is None or _shared._process is None or _shared._process.poll() is not None:
         import atexit
 
+        warn_if_unreachable(master)
         _shared = EmbeddedEndpoint(settings).start()
         atexit.register(_shared.stop)
     return settings.with_overrides(**_shared.pointing_keys())

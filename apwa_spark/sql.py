@@ -200,7 +200,7 @@ def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
 
     settings = settings or Settings.load(spark)
     started = not settings.llm.base_url
-    settings = ensure_endpoint(settings)
+    settings = ensure_endpoint(settings, spark.sparkContext.master)
     if started:
         for key, value in (("baseUrl", settings.llm.base_url), ("model", settings.llm.model),
                            ("serverSlots", str(settings.llm.server_slots))):

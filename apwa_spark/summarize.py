@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,7 +41,7 @@ from apwa_spark import agent
 from apwa_spark.config import Settings
 from apwa_spark.delta import read_delta, write_delta
 from apwa_spark.llm.cache import ResponseCache
-from apwa_spark.llm.client import Completion, check_endpoint
+from apwa_spark.llm.client import Completion
 from apwa_spark.plays import chunk_scenes, read_play
 from apwa_spark.progress import AnswerProgress
 from apwa_spark.runs import (CACHE, CALL_FIELDS, DEAD_LETTER, PROVENANCE_FIELDS, JobContext, call_fields, new_run_id,
@@ -271,7 +271,7 @@ def summarize_play(
         EndpointUnavailableError: ``llm.baseUrl`` is set but the endpoint is down.
         EmbeddedEndpointError: no endpoint is configured and the embedded one cannot start.
     """
-    from apwa_spark.endpoint import EmbeddedEndpoint
+    from apwa_spark.endpoint import job_endpoint
     from apwa_spark.session import get_session
 
     spark = spark or get_session()
@@ -283,11 +283,7 @@ def summarize_play(
     scenes = read_play(spark, play, max_scenes)  # fails fast on an unknown play, before any endpoint starts
     manifest = {"job": "summarize", "play": play, "max_scenes": max_scenes,
                 "embedded": not settings.llm.base_url, "settings": settings.as_keys()}
-    with ExitStack() as stack:
-        if settings.llm.base_url:
-            check_endpoint(settings)
-        else:
-            settings = stack.enter_context(EmbeddedEndpoint(settings, log_file=output / "embedded-endpoint.log")).settings
+    with job_endpoint(settings, spark.sparkContext.master, output / "embedded-endpoint.log") as settings:
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, job_plan_id(settings))
         return _run(spark, scenes, output, job, {**manifest, "plan_id": job.plan_id})
 

@@ -125,3 +125,18 @@ def test_the_embedded_endpoint_caps_calls_in_flight_at_its_slots_per_task(endpoi
     assert LLMClient(s.with_overrides(**{"spark.apwa.llm.serverSlots": "6"}), tasks=4).concurrency == 2  # ceil(6 / 4)
     elsewhere = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": "http://vllm-host:8000/v1"})
     assert LLMClient(elsewhere, tasks=2).concurrency == 4  # slots unknown: llm.concurrency as set
+
+
+def test_a_job_on_a_remote_master_without_base_url_warns_that_executors_cannot_reach_the_embedded_endpoint(caplog):
+    from apwa_spark.endpoint import job_endpoint
+
+    with caplog.at_level("WARNING", logger="apwa_spark.endpoint"):
+        with job_endpoint(Settings.load(env={}), "yarn") as started:
+            assert started.llm.base_url.startswith("http://127.0.0.1:")
+            check_endpoint(started)  # it answers
+            assert any("spark.master is yarn" in r.getMessage() and "spark.apwa.llm.baseUrl" in r.getMessage()
+                       for r in caplog.records)
+            caplog.clear()
+            with job_endpoint(started, "yarn") as configured:  # a configured baseUrl is checked and kept, no warning
+                assert configured is started
+            assert not caplog.records

@@ -9,7 +9,6 @@ read back from its Delta table, not as a lazy plan over a stopped endpoint.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from pyspark.sql import functions as F
 
 from apwa_spark.config import Settings
 from apwa_spark.delta import read_delta, write_delta
-from apwa_spark.llm.client import Completion, check_endpoint
+from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
 from apwa_spark.plan.compiler import META_SCHEMA, _hash, _meta, compile_step
 from apwa_spark.plan.ir import Plan, PlanError, ReduceStep, placeholders
@@ -37,7 +36,7 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
         PlanError: the plan names unknown columns or tools, or cannot run over an empty input.
         EndpointUnavailableError: ``llm.baseUrl`` is set but down.
     """
-    from apwa_spark.endpoint import EmbeddedEndpoint
+    from apwa_spark.endpoint import job_endpoint
 
     spark = df.sparkSession
     settings = settings or Settings.load(spark)
@@ -46,11 +45,7 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
     output.mkdir(parents=True, exist_ok=True)
     if settings.cache.enabled and not settings.cache.path:
         settings = settings.with_overrides(**{"spark.apwa.cache.path": str(output / CACHE)})
-    with ExitStack() as stack:
-        if settings.llm.base_url:
-            check_endpoint(settings)
-        else:
-            settings = stack.enter_context(EmbeddedEndpoint(settings, log_file=output / "embedded-endpoint.log")).settings
+    with job_endpoint(settings, spark.sparkContext.master, output / "embedded-endpoint.log") as settings:
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id)
         for name, step in plan.named_steps():
             if isinstance(step, ReduceStep):
