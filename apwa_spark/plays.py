@@ -81,15 +81,22 @@ def parse_play(markdown: str) -> list[Scene]:
 
     ``## ACT …`` starts an act; ``### …`` a scene. A ``##``/``#`` heading that is not an act
     (``## PROLOGUE``, ``# EPILOGUE``) is a section of its own whose text is one scene; a ``## SCENE``
-    heading is read as a scene of the current act. Text outside any heading becomes a ``FRONT`` scene.
+    heading is read as a scene of the current act. A section with no text of its own is a marker, not
+    a scene: *Edward III*'s ``# INTERMISSION`` inside Act III leaves the scenes after it in Act III,
+    and *The Taming of the Shrew*'s ``## PROLOGUE``, before any act, holds the induction's scenes.
+    Text outside any heading becomes a ``FRONT`` scene.
     """
     scenes: list[Scene] = []
-    act, scene, lines = "", "FRONT", []
+    state = {"act": "", "scene": "FRONT", "section_of": None}  # section_of: the act a section interrupted
+    lines: list[str] = []
 
     def flush() -> None:
         text = compact_text("\n".join(lines))
-        if scene != "FRONT" or text:  # a named scene is kept even when empty; blank front matter is not
-            scenes.append(Scene(act, scene, text))
+        if state["section_of"] is not None and not text:  # an empty section: a marker
+            state["act"] = state["section_of"] or state["act"]
+        elif state["scene"] != "FRONT" or text:  # a named scene is kept even when empty; blank front matter is not
+            scenes.append(Scene(state["act"], state["scene"], text))
+        state["section_of"] = None
 
     title_seen = False
     for line in markdown.splitlines():
@@ -105,11 +112,11 @@ def parse_play(markdown: str) -> list[Scene]:
         lines = []
         short = name.split(".")[0].strip()
         if level == 3 or short.upper().startswith("SCENE"):
-            scene = short
+            state["scene"] = short
         elif short.upper().startswith("ACT"):
-            act, scene = short, "FRONT"
+            state.update(act=short, scene="FRONT")
         else:  # an act-level section such as PROLOGUE or EPILOGUE: its text is one scene
-            act, scene = short, short
+            state.update(section_of=state["act"], act=short, scene=short)
     flush()
     return _unique_names(scenes)
 

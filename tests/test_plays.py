@@ -38,6 +38,18 @@ def test_empty_scene_is_kept():
     assert [(s.scene, s.text) for s in scenes] == [("SCENE I", ""), ("SCENE II", "A: hello")]
 
 
+def test_a_section_heading_without_text_is_a_marker_not_a_scene():
+    interval = parse_play("# T\n\n## ACT III\n\n### SCENE I\n\nA: one\n\n# INTERMISSION\n\n### SCENE II\n\nB: two\n"
+                          "\n# EPILOGUE\n\nC: farewell\n")
+    assert [(s.act, s.scene, s.text) for s in interval] == [
+        ("ACT III", "SCENE I", "A: one"), ("ACT III", "SCENE II", "B: two"), ("EPILOGUE", "EPILOGUE", "C: farewell")]
+    induction = parse_play("# T\n\n## PROLOGUE\n\n### SCENE I\n\nA: one\n\n## ACT I\n\n### SCENE I\n\nB: two\n")
+    assert [(s.act, s.scene) for s in induction] == [("PROLOGUE", "SCENE I"), ("ACT I", "SCENE I")]
+    edward = parse_play(available_plays()["edward-iii"].read_text())
+    assert all(s.text for s in edward)  # session 3's histories run had an empty INTERMISSION "scene" here
+    assert [s.scene for s in edward if s.act == "ACT III"] == ["SCENE I", "SCENE II", "SCENE III", "SCENE IV", "SCENE V"]
+
+
 def test_read_play_dataframe(spark, small_play):
     df = read_play(spark, str(small_play))
     assert df.schema == SCENE_SCHEMA
