@@ -139,8 +139,7 @@ def markdown(data: dict) -> str:
     lines = [f"# PII redaction: {data['rows']} rows, {len(data['locales'])} locales, {len(data['entity_types'])} entity types", "",
              f"Command: `python benchmarks/pii.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
              f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, Spark local[2]). "
-             f"{data['gold_spans']} gold spans, seed {data['seed']}. The machine is shared with other engineers' test runs: "
-             "timings are noisy.", "",
+             f"{data['gold_spans']} gold spans, seed {data['seed']}. Timings depend on the machine's load (above).", "",
              "Cells: precision / recall / leak rate. Recall: every letter and digit of the gold value inside a predicted span; "
              "precision: predicted spans (by predicted type) that overlap a gold span; leak: the gold value survives verbatim.", "",
              "| entity type | gold | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]

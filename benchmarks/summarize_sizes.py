@@ -115,8 +115,7 @@ def markdown(data: dict) -> str:
              f"{data['bytes'] / 1e3:.0f} kB of scene text", "",
              f"Command: `python benchmarks/summarize_sizes.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
              f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, Spark local[2], "
-             f"budgets {data['budgets']}; one summarize job per play; the machine is shared with other engineers' test runs: "
-             "timings are noisy).", "",
+             f"budgets {data['budgets']}; one summarize job per play; timings depend on the machine's load).", "",
              f"Total: wall {data['wall_seconds']} s; {data['llm_calls']} LLM calls; {data['prompt_tokens']} prompt tokens "
              f"({data['cached_tokens']} prefix-cached), {data['completion_tokens']} completion tokens; "
              f"{data['error_rows']} error rows of {data['llm_rows']} (failure rate {data['failure_rate']}); coverage "

@@ -221,8 +221,7 @@ def markdown(data: dict) -> str:
     lines = [f"# Throughput: endpoint ceiling, through Spark, engine overhead (size `{data['size']}`)", "",
              f"Command: `python benchmarks/throughput.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
              f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, completion cap "
-             f"{data['max_tokens']} tokens). The machine is shared with other engineers' test runs (llama-servers and Spark "
-             "sessions of theirs ran at the same time): timings are noisy, compare within one run.", "",
+             f"{data['max_tokens']} tokens). Timings depend on the machine's load (above): compare within one run.", "",
              f"![rows/s against concurrency]({data['plot']})", "",
              "## (a) endpoint ceiling and (b) the same prompts through a map step", "",
              "| path | calls in flight | rows | s | rows/s | prompt tok/row | cached share | errors |",
