@@ -5,7 +5,7 @@
 * ``full`` (under an hour here): PII 2,000 rows in all three pipelines, extraction 200 documents,
   Romeo and Juliet in full, throughput with 128 prompts and 2,000 / 10,000 rows on the instant
   endpoint. ``--histories`` adds the ~1 MB histories size (about 20 more minutes); the 37-play size
-  is ``summarize_sizes.py --size all`` (about 95 minutes of prompt reading alone here).
+  is ``summarize_sizes.py --size all`` (about 100 minutes here).
 
     python benchmarks/run_all.py --size small|full [--only pii,extraction,summarize,throughput]
                                  [--base-url URL] [--results-dir DIR] [--histories]
