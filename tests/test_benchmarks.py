@@ -83,6 +83,12 @@ def test_summarize_benchmark_small(spark, settings, small_play, tmp_path):
     [play] = data["plays"]
     assert play["coverage"]["scenes"] == 2 and play["llm_calls"] > 0
     assert in_unit_range(data["failure_rate"]) and in_unit_range(data["coverage"])
+    # a run stopped after some plays leaves ``complete`` false; --resume keeps their figures and runs only the rest
+    path = tmp_path / "summarize_test.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "complete": False}))
+    again = summarize_sizes.run(spark, settings, "small", max_scenes=2, results_dir=tmp_path, name="summarize_test",
+                                plays=[str(small_play)], resume=True)
+    assert again["plays"] == data["plays"] and again["resumed_plays"] == 1 and written(tmp_path, "summarize_test")["complete"]
 
 
 def test_throughput_benchmark_small(spark, settings, tmp_path):
