@@ -81,7 +81,15 @@ def add_summarize_args(parser: argparse.ArgumentParser) -> None:
                         help="play name (see `apwa-spark plays`), a path to a play .md file, or 'all'; repeat it to "
                              "summarize several plays in one job, on to one corpus summary")
     parser.add_argument("--output", required=True, help="directory for the run's Delta tables")
-    parser.add_argument("--max-scenes", type=int, help="summarize only the first N scenes of each play")
+    parser.add_argument("--max-scenes", type=_positive_int, metavar="N", help="summarize only the first N scenes of each play")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

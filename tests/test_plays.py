@@ -59,7 +59,7 @@ def test_read_play_dataframe(spark, small_play):
     assert read_play(spark, "romeo-and-juliet", max_scenes=3).count() == 3
 
 
-def test_resolve_plays_expands_all_keeps_order_and_rejects_bad_names(small_play):
+def test_resolve_plays_expands_all_keeps_order_and_rejects_bad_names(small_play, monkeypatch):
     assert resolve_plays("all") == list(available_plays())
     assert resolve_plays(["macbeth", "hamlet", "macbeth"]) == ["macbeth", "hamlet"]
     with pytest.raises(UnknownPlayError, match="hamlett"):
@@ -71,6 +71,10 @@ def test_resolve_plays_expands_all_keeps_order_and_rejects_bad_names(small_play)
     same_name.write_text(small_play.read_text())
     with pytest.raises(ValueError, match="one name"):
         resolve_plays([str(small_play), str(same_name)])
+    hamlet = str(available_plays()["hamlet"])
+    assert resolve_plays(["hamlet", hamlet]) == ["hamlet"]  # one file, named two ways
+    monkeypatch.chdir(small_play.parent)
+    assert resolve_plays([small_play.name]) == [str(small_play.resolve())]  # a file is kept by its absolute path
 
 
 def test_read_plays_orders_plays_as_given(spark, small_play):
@@ -79,6 +83,10 @@ def test_read_plays_orders_plays_as_given(spark, small_play):
         ("romeo-slice", "ACT I/PROLOGUE"), ("romeo-slice", "ACT I/SCENE I"), ("macbeth", "ACT I/SCENE I"),
         ("macbeth", "ACT I/SCENE II")]
     assert [r.ordinal // PLAY_STRIDE for r in rows] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="at least 1"):
+        read_plays(spark, ["macbeth"], max_scenes=0)
+    with pytest.raises(ValueError, match="read_plays"):
+        read_play(spark, "all")
 
 
 @pytest.mark.model
