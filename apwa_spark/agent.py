@@ -37,10 +37,12 @@ SCENE_TEMPLATE = Template(
 REDUCE_TEMPLATES = {
     level: Template(
         instruction=f"Here are summaries of consecutive parts of {what}, in order.",
-        cue=f"Summary of the whole {level} above: In this {level},",
-        answer_prefix=f"In this {level},",
+        cue=f"Summary of the whole {noun} above: In this {noun},",
+        answer_prefix=f"In this {noun},",
     )
-    for level, what in (("scene", "a scene"), ("act", "an act of a play"), ("play", "a play"), ("text", "a text"))
+    for level, what, noun in (("scene", "a scene", "scene"), ("act", "an act of a play", "act"),
+                              ("play", "a play", "play"), ("corpus", "a collection of plays", "collection"),
+                              ("text", "a text", "text"))
 }
 
 #: Level 0 of any text (the SQL functions ``apwa_summarize`` and ``apwa_summarize_agg``).
@@ -64,7 +66,7 @@ def summarize_texts(texts: Sequence[str | None], settings: Settings, client: LLM
 
 
 def reduce_summaries(level: str, groups: Sequence[Sequence[str]], settings: Settings, client: LLMClient | None = None) -> list[Completion]:
-    """Reduce agent for ``level`` (scene, act, play): each group of child summaries (document order)
+    """Reduce agent for ``level`` (scene, act, play, corpus, text): each group of child summaries (document order)
     ──► one summary ``Completion``."""
     client = client or LLMClient(settings)
     tasks = [

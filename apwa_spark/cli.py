@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the embedded Gemma 3 270M llama.cpp server in the foreground")
     add_common_args(serve)
 
-    summarize = sub.add_parser("summarize", help="summarize a play scene ──► act ──► play into Delta tables")
+    summarize = sub.add_parser("summarize", help="summarize plays scene ──► act ──► play (──► corpus) into Delta tables")
     add_summarize_args(summarize)
     add_common_args(summarize)
     summarize.add_argument("--master", help="Spark master (default local[2])")
@@ -77,9 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_summarize_args(parser: argparse.ArgumentParser) -> None:
     """The summarize job's own arguments (shared with ``jobs/summarize.py``)."""
-    parser.add_argument("--play", required=True, help="play name (see `apwa-spark plays`) or a path to a play .md file")
+    parser.add_argument("--play", required=True, action="append",
+                        help="play name (see `apwa-spark plays`), a path to a play .md file, or 'all'; repeat it to "
+                             "summarize several plays in one job, on to one corpus summary")
     parser.add_argument("--output", required=True, help="directory for the run's Delta tables")
-    parser.add_argument("--max-scenes", type=int, help="summarize only the first N scenes")
+    parser.add_argument("--max-scenes", type=_positive_int, metavar="N", help="summarize only the first N scenes of each play")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,9 +118,9 @@ def _serve(args) -> int:
 
 
 def _summarize(args) -> int:
-    from apwa_spark.plays import resolve_play
+    from apwa_spark.plays import resolve_plays
 
-    resolve_play(args.play)  # an unknown play fails before Spark starts
+    resolve_plays(args.play)  # an unknown play fails before Spark starts
     from apwa_spark.session import get_session
 
     spark = get_session(master=args.master)
@@ -119,11 +129,11 @@ def _summarize(args) -> int:
 
 def run_summarize(spark, args) -> int:
     """Run the summarize job for parsed ``args`` and print its report (used by the CLI and spark-submit)."""
-    from apwa_spark.summarize import summarize_play
+    from apwa_spark.summarize import summarize_plays
 
     spark.sparkContext.setLogLevel("WARN")
     settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
-    result = summarize_play(args.play, args.output, spark, settings, max_scenes=args.max_scenes)
+    result = summarize_plays(args.play, args.output, spark, settings, max_scenes=args.max_scenes)
     report(result)
     return 0 if result.root.get("status") == "ok" else 1
 
@@ -145,7 +155,7 @@ def _retry_failed(args) -> int:
     only the rows that failed call the LLM again, and the level tables are rewritten whole."""
     from apwa_spark.runs import load_manifest
     from apwa_spark.session import get_session
-    from apwa_spark.summarize import summarize_play
+    from apwa_spark.summarize import summarize_plays
 
     base = Settings.load(overrides=parse_conf(args.conf), conf_file=args.conf_file)
     manifest = load_manifest(args.run_id, base)
@@ -156,7 +166,8 @@ def _retry_failed(args) -> int:
     spark = get_session(master=args.master)
     spark.sparkContext.setLogLevel("WARN")
     before = sum(manifest.get("errors_by_class", {}).values())
-    result = summarize_play(manifest["play"], manifest["output"], spark, settings, max_scenes=manifest.get("max_scenes"))
+    plays = manifest.get("plays") or [manifest["play"]]  # runs written before multi-play jobs name one "play"
+    result = summarize_plays(plays, manifest["output"], spark, settings, max_scenes=manifest.get("max_scenes"))
     report(result)
     calls = sum(level.llm_calls for level in result.levels)
     print(f"\nretry of {args.run_id}: {before} failed rows before, {sum(result.errors_by_class.values())} after, {calls} LLM calls")

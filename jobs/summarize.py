@@ -12,17 +12,17 @@ import sys
 
 from apwa_spark.cli import add_summarize_args, run_summarize
 from apwa_spark.jobs import add_common_args
-from apwa_spark.plays import resolve_play
+from apwa_spark.plays import resolve_plays
 from apwa_spark.session import get_session
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spark-submit jobs/summarize.py",
-                                     description="Summarize a play scene ──► act ──► play into Delta tables.")
+                                     description="Summarize plays scene ──► act ──► play (──► corpus) into Delta tables.")
     add_summarize_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
-    resolve_play(args.play)
+    resolve_plays(args.play)
     return run_summarize(get_session(app_name="apwa-spark summarize"), args)
 
 

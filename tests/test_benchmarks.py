@@ -77,18 +77,37 @@ def test_extraction_documents_are_the_pinned_distributions_only():
 
 
 def test_summarize_benchmark_small(spark, settings, small_play, tmp_path):
-    data = summarize_sizes.run(spark, settings, "small", max_scenes=2, results_dir=tmp_path, name="summarize_test",
-                               plays=[str(small_play)])
+    plays = [str(small_play), "macbeth"]
+    data = summarize_sizes.run(spark, settings, "small", max_scenes=1, results_dir=tmp_path, name="summarize_test",
+                               plays=plays)
     assert written(tmp_path, "summarize_test")["size"] == "small"
-    [play] = data["plays"]
-    assert play["coverage"]["scenes"] == 2 and play["llm_calls"] > 0
+    assert [p["coverage"]["scenes"] for p in data["plays"]] == [1, 1] and all(p["llm_calls"] > 0 for p in data["plays"])
     assert in_unit_range(data["failure_rate"]) and in_unit_range(data["coverage"])
+    corpus = data["corpus"]  # the corpus job: per-play answers come from the merged caches, the corpus level is new
+    assert corpus["coverage"]["scenes"] == 2 and corpus["root_level"] == "corpus"
+    assert corpus["merged_cache_answers"] > 0 and corpus["cache_hits"] > 0 and corpus["corpus_llm_calls"] > 0
+    assert corpus["plays_without_cache"] == []
+    if data["error_rows"] == 0:  # error rows are not cached, so the corpus job would call for them again
+        assert corpus["llm_calls"] == corpus["corpus_llm_calls"]
     # a run stopped after some plays leaves ``complete`` false; --resume keeps their figures and runs only the rest
     path = tmp_path / "summarize_test.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "complete": False}))
-    again = summarize_sizes.run(spark, settings, "small", max_scenes=2, results_dir=tmp_path, name="summarize_test",
-                                plays=[str(small_play)], resume=True)
-    assert again["plays"] == data["plays"] and again["resumed_plays"] == 1 and written(tmp_path, "summarize_test")["complete"]
+    path.write_text(json.dumps({**json.loads(path.read_text()), "complete": False, "corpus": None}))
+    again = summarize_sizes.run(spark, settings, "small", max_scenes=1, results_dir=tmp_path, name="summarize_test",
+                                plays=plays, resume=True)
+    assert again["plays"] == data["plays"] and again["resumed_plays"] == 2 and written(tmp_path, "summarize_test")["complete"]
+    assert again["corpus"]["coverage"] == corpus["coverage"]
+
+
+def test_summarize_resume_keeps_unfinished_runs_only(tmp_path):
+    def previous(**fields):
+        (tmp_path / "s.json").write_text(json.dumps({"size": "all", "max_scenes": None, "plays": [{"play": "a"}], **fields}))
+        return summarize_sizes._unfinished(tmp_path, "s", "all", None)
+
+    assert previous(complete=False, plays_of_size=3) == [{"play": "a"}]
+    assert previous(complete=True, plays_of_size=3, corpus=None) == [{"play": "a"}]  # plays done, corpus job not
+    assert previous(complete=True, plays_of_size=3, corpus={"llm_calls": 1}) == []
+    assert previous(complete=True) == []  # written before plays_of_size and the corpus job existed: one play
+    assert previous(complete=False, plays_of_size=3, size="histories") == []
 
 
 def test_throughput_benchmark_small(spark, settings, tmp_path):

@@ -29,6 +29,8 @@ def test_unknown_play_exits_2_listing_the_choices(tmp_path):
     out = _run(str(BIN / "apwa-spark"), "summarize", "--play", "hamlett", "--output", str(tmp_path))
     assert out.returncode == 2
     assert "unknown play 'hamlett'" in out.stderr and "hamlet" in out.stderr
+    several = _run(str(BIN / "apwa-spark"), "summarize", "--play", "macbeth", "--play", "hamlett", "--output", str(tmp_path))
+    assert several.returncode == 2 and "unknown play 'hamlett'" in several.stderr
 
 
 def test_bad_conf_is_a_clear_error(tmp_path):

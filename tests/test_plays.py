@@ -1,8 +1,8 @@
 import pytest
 
 from apwa_spark.llm.client import LLMClient
-from apwa_spark.plays import (CHUNK_SCHEMA, SCENE_SCHEMA, UnknownPlayError, available_plays, chunk_text,
-                              parse_play, read_play, resolve_play)
+from apwa_spark.plays import (CHUNK_SCHEMA, PLAY_STRIDE, SCENE_SCHEMA, UnknownPlayError, available_plays, chunk_text,
+                              parse_play, read_play, read_plays, resolve_play, resolve_plays)
 
 
 def test_romeo_and_juliet_has_its_26_scenes_in_order():
@@ -57,6 +57,36 @@ def test_read_play_dataframe(spark, small_play):
     assert [r.scene_id for r in rows] == ["romeo-slice/ACT I/PROLOGUE", "romeo-slice/ACT I/SCENE I",
                                           "romeo-slice/ACT II/PROLOGUE", "romeo-slice/ACT II/SCENE I"]
     assert read_play(spark, "romeo-and-juliet", max_scenes=3).count() == 3
+
+
+def test_resolve_plays_expands_all_keeps_order_and_rejects_bad_names(small_play, monkeypatch):
+    assert resolve_plays("all") == list(available_plays())
+    assert resolve_plays(["macbeth", "hamlet", "macbeth"]) == ["macbeth", "hamlet"]
+    with pytest.raises(UnknownPlayError, match="hamlett"):
+        resolve_plays(["macbeth", "hamlett"])
+    with pytest.raises(ValueError, match="no play"):
+        resolve_plays([])
+    same_name = small_play.parent / "sub" / small_play.name
+    same_name.parent.mkdir(exist_ok=True)
+    same_name.write_text(small_play.read_text())
+    with pytest.raises(ValueError, match="one name"):
+        resolve_plays([str(small_play), str(same_name)])
+    hamlet = str(available_plays()["hamlet"])
+    assert resolve_plays(["hamlet", hamlet]) == ["hamlet"]  # one file, named two ways
+    monkeypatch.chdir(small_play.parent)
+    assert resolve_plays([small_play.name]) == [str(small_play.resolve())]  # a file is kept by its absolute path
+
+
+def test_read_plays_orders_plays_as_given(spark, small_play):
+    rows = read_plays(spark, [str(small_play), "macbeth"], max_scenes=2).orderBy("ordinal").collect()
+    assert [(r.play, r.scene_id.split("/", 1)[1]) for r in rows] == [
+        ("romeo-slice", "ACT I/PROLOGUE"), ("romeo-slice", "ACT I/SCENE I"), ("macbeth", "ACT I/SCENE I"),
+        ("macbeth", "ACT I/SCENE II")]
+    assert [r.ordinal // PLAY_STRIDE for r in rows] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="at least 1"):
+        read_plays(spark, ["macbeth"], max_scenes=0)
+    with pytest.raises(ValueError, match="read_plays"):
+        read_play(spark, "all")
 
 
 @pytest.mark.model

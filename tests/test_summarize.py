@@ -1,5 +1,6 @@
 """The summarize job on a real slice of Romeo and Juliet, with the real embedded model."""
 
+import shutil
 from urllib.parse import urlsplit
 
 import pytest
@@ -7,7 +8,8 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 
 from apwa_spark.delta import read_delta
-from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children
+from apwa_spark.runs import CACHE
+from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children, summarize_plays
 
 pytestmark = pytest.mark.model
 
@@ -86,6 +88,25 @@ def test_root_is_one_ok_play_summary(run):
     assert run.root["level"] == "play" and run.root["status"] == "ok"
     assert run.summary and run.summary.startswith("In this ")
     assert "| chunk |" in run.table()
+
+
+def test_several_plays_reduce_to_one_corpus_root_reusing_a_previous_jobs_answers(spark, run, settings, small_play, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(f"{run.output}/{CACHE}", cache)  # the small run's answers: its first scene costs no call here
+    result = summarize_plays([str(small_play), "macbeth"], tmp_path / "out", spark,
+                             settings.with_overrides(**{"spark.apwa.cache.path": str(cache)}), max_scenes=1)
+    assert result.plays == ["romeo-slice", "macbeth"] and result.play == "corpus of 2 plays"
+    assert [l.table for l in result.levels][-1].startswith("corpus_r")
+    plays = [l for l in result.levels if l.table.startswith("play_r")][-1]
+    assert plays.rows == 2 and plays.errors == 0
+    assert result.root["level"] == "corpus" and result.root["play"] is None and result.root["status"] == "ok"
+    assert result.summary.startswith("In this collection,")
+    tables = {l.table: read_delta(spark, l.path).toPandas() for l in result.levels[1:]}
+    reachable = set(iter_lineage(tables, result.root["node_id"]))
+    assert {nid.split(":", 1)[1].split("/", 1)[0] for nid in reachable if nid.startswith("chunk:")} == {"romeo-slice", "macbeth"}
+    chunk = tables["chunk"]
+    assert chunk.loc[chunk["play"] == "romeo-slice", "from_cache"].all()
+    assert not chunk.loc[chunk["play"] == "macbeth", "from_cache"].any()
 
 
 def test_pack_children_respects_the_budget_and_keeps_order():

@@ -38,7 +38,7 @@ from apwa_spark.config import Settings
 from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.prompts import Task, cache_key, clean_text, render_chat, render_completion
 from apwa_spark.llm.ratelimit import RateLimiter
-from apwa_spark.plan.schema import bounded_by_tokens
+from apwa_spark.llm.json_schema import bounded_by_tokens
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def repair_task(task: Task, failed: Completion) -> Task:
 
     An answer cut at ``max_tokens`` (``TruncatedJSON``, typically a small model repeating itself
     inside a string) is not quoted back; the repair runs under
-    :func:`~apwa_spark.plan.schema.bounded_by_tokens` of the schema instead, so a grammar-constrained
+    :func:`~apwa_spark.llm.json_schema.bounded_by_tokens` of the schema instead, so a grammar-constrained
     endpoint must close the JSON within the same budget.
     """
     if failed.error_class == "TruncatedJSON":
