@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
@@ -77,6 +77,8 @@ LEVELS: list[tuple[str, list[str]]] = [
 #: The level above ``play`` when a job summarizes several plays: one group, the whole collection.
 CORPUS_LEVEL: tuple[str, list[str]] = ("corpus", [])
 MAX_ROUNDS = 20
+#: Per-call counts, kept on one row of a set of rows that share one answer.
+CALL_COUNTS = ("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens")
 
 
 @dataclass
@@ -144,12 +146,20 @@ def _completion_row(c) -> dict:
 
 
 def level0(chunks: DataFrame, job: JobContext) -> DataFrame:
-    """Chunks ──► level-0 nodes (one per chunk, schema :data:`NODE_SCHEMA`)."""
+    """Chunks ──► level-0 nodes (one per chunk, schema :data:`NODE_SCHEMA`).
+
+    Prompt dedup: the UDF runs over the *distinct* chunk texts, and every chunk is joined to its
+    text's answer, so chunks with one text (a play's repeated ``(Enter GOWER)``) get one answer in
+    one call, whichever partitions they fall in. The call's counts stay on the chunk first in
+    document order; the others carry zeros, as in-batch duplicates do.
+    """
     settings = job.settings
-    result = summarize_chunks_udf(job)(F.col("text"))
+    texts = chunks.select("text").distinct().repartition(settings.summarize.partitions)
+    answers = texts.withColumn("r", summarize_chunks_udf(job)(F.col("text")))
+    first = F.row_number().over(Window.partitionBy("text").orderBy("ordinal")) == 1
     return (
-        chunks.repartition(settings.summarize.partitions)
-        .withColumn("r", result)
+        chunks.join(answers, "text")
+        .withColumn("first", first)
         .select(
             "play", "act", "scene_id",
             F.lit("chunk").alias("level"),
@@ -163,7 +173,8 @@ def level0(chunks: DataFrame, job: JobContext) -> DataFrame:
             F.lit(settings.llm.model).alias("model"),
             F.lit(job.endpoint_host).alias("endpoint_host"),
             F.lit(agent.SCENE_TEMPLATE.hash(settings.llm.prompt_style)).alias("template_hash"),
-            *[F.col(f"r.{name}").alias(name) for name in COMPLETION_SCHEMA.fieldNames()],
+            *[(F.when(F.col("first"), F.col(f"r.{name}")).otherwise(0) if name in CALL_COUNTS else F.col(f"r.{name}")).alias(name)
+              for name in COMPLETION_SCHEMA.fieldNames()],
         )
     )
 
@@ -327,7 +338,8 @@ def _run(spark: SparkSession, scenes: DataFrame, output: Path, job: JobContext, 
     print(f"[apwa] run {job.run_id}: {output}", flush=True)
     chunk_tokens = job.settings.summarize.chunk_tokens
     levels = [_write_level(spark, "chunks", output, lambda: chunk_scenes(scenes, chunk_tokens, job.settings), None)]
-    progress = AnswerProgress(job.settings.cache.path if job.settings.cache.enabled else None, levels[0].rows, "chunk")
+    prompts = read_delta(spark, output / "chunks").select("text").distinct().count()  # level 0 sends each text once
+    progress = AnswerProgress(job.settings.cache.path if job.settings.cache.enabled else None, prompts, "chunk")
     levels.append(_write_level(spark, "chunk", output, lambda: level0(read_delta(spark, output / "chunks"), job), None, progress))
     for level, keys in reduce_levels:
         for round_no in range(1, MAX_ROUNDS + 1):

@@ -1,9 +1,11 @@
 import json
+import time
 
 import pytest
 
 from apwa_spark import agent
 from apwa_spark.config import Settings
+from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.client import EndpointUnavailableError, LLMClient, check_endpoint
 from apwa_spark.llm.prompts import Task, Template
 from apwa_spark.testing.faulty_endpoint import FaultyEndpoint
@@ -35,6 +37,15 @@ def test_identical_prompts_in_a_batch_are_sent_once(settings, endpoint):
     assert proxy.requests == 1
     assert [r.calls for r in results] == [1, 0, 0]
     assert len({r.text for r in results}) == 1
+
+
+def test_a_key_stored_twice_reads_as_its_first_answer(tmp_path):
+    cache = ResponseCache(tmp_path / "cache")
+    cache.put_many([("k", "first answer", "m", 10, 2)])
+    time.sleep(0.01)  # created_ms orders the answers
+    cache.put_many([("k", "a later answer", "m", 10, 3), ("j", "other", "m", 5, 1)])
+    for _ in range(3):
+        assert {k: r["text"] for k, r in cache.get_many(["k", "j", "absent"]).items()} == {"k": "first answer", "j": "other"}
 
 
 def test_endpoint_down_names_the_url_and_the_embedded_fix():

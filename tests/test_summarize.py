@@ -9,7 +9,7 @@ from deltalake import DeltaTable
 
 from apwa_spark.delta import read_delta
 from apwa_spark.runs import CACHE
-from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children, summarize_plays
+from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children, summarize_play, summarize_plays
 
 pytestmark = pytest.mark.model
 
@@ -107,6 +107,22 @@ def test_several_plays_reduce_to_one_corpus_root_reusing_a_previous_jobs_answers
     chunk = tables["chunk"]
     assert chunk.loc[chunk["play"] == "romeo-slice", "from_cache"].all()
     assert not chunk.loc[chunk["play"] == "macbeth", "from_cache"].any()
+
+
+def test_chunks_with_one_text_get_one_answer_from_one_call(spark, settings, tmp_path):
+    gower = "(Enter GOWER)"
+    scenes = [("ACT I", i, gower) for i in ("I", "II", "III")] + [("ACT II", i, gower) for i in ("I", "II", "III")]
+    text = "# Dup\n\n" + "".join(
+        (f"## {act}\n\n" if n == "I" else "") + f"### SCENE {n}\n\n{body}\n\n" for act, n, body in scenes)
+    play = tmp_path / "dup.md"
+    play.write_text(text + "### SCENE IV\n\nPERICLES: To Tharsus, and away.\n")
+    result = summarize_play(str(play), tmp_path / "out", spark, settings)
+    chunk = read_delta(spark, next(l.path for l in result.levels if l.table == "chunk")).toPandas().sort_values("ordinal")
+    repeated = chunk[chunk["node_id"].str.contains("/SCENE I#|/SCENE II#|/SCENE III#")]
+    assert len(repeated) == 6 and repeated["summary"].nunique() == 1 and (repeated["status"] == "ok").all()
+    called = repeated["llm_calls"].gt(0).tolist()
+    assert called == [True] + [False] * 5, repeated[["node_id", "llm_calls"]]  # six chunks, one call, on the first
+    assert (repeated["prompt_tokens"].iloc[1:] == 0).all() and repeated["from_cache"].eq(False).all()
 
 
 def test_pack_children_respects_the_budget_and_keeps_order():

@@ -35,14 +35,21 @@ class ResponseCache:
         self.path = str(Path(path).resolve())
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
-        """key ──► cached row (``text``, ``prompt_tokens``, ``completion_tokens``) for the keys present."""
+        """key ──► cached row (``text``, ``prompt_tokens``, ``completion_tokens``) for the keys present.
+
+        A key stored twice (two tasks that sent one prompt at once, or caches merged) reads as its
+        first answer (earliest ``created_ms``, then text), so every read gives the same one.
+        """
         from deltalake import DeltaTable
 
         keys = list(set(keys))
         if not keys or not DeltaTable.is_deltatable(self.path):
             return {}
         table = DeltaTable(self.path).to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
-        return {row["key"]: row for row in table.to_pylist()}
+        found: dict[str, dict] = {}
+        for row in table.sort_by([("created_ms", "ascending"), ("text", "ascending")]).to_pylist():
+            found.setdefault(row["key"], row)
+        return found
 
     def put_many(self, rows: list[tuple[str, str, str, int, int]]) -> None:
         """Append (key, text, model, prompt_tokens, completion_tokens) rows in one commit."""
