@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
@@ -148,18 +148,18 @@ def _completion_row(c) -> dict:
 def level0(chunks: DataFrame, job: JobContext) -> DataFrame:
     """Chunks ──► level-0 nodes (one per chunk, schema :data:`NODE_SCHEMA`).
 
-    Prompt dedup: the UDF runs over the *distinct* chunk texts, and every chunk is joined to its
-    text's answer, so chunks with one text (a play's repeated ``(Enter GOWER)``) get one answer in
-    one call, whichever partitions they fall in. The call's counts stay on the chunk first in
-    document order; the others carry zeros, as in-batch duplicates do.
+    Prompt dedup: the UDF runs once per distinct chunk text (``groupBy(text)``), and every chunk is
+    joined to its text's answer, so chunks with one text (a play's repeated ``(Enter GOWER)``) get
+    one answer in one call, whichever partitions they fall in. The call's counts stay on the chunk
+    first in document order; the others carry zeros, as in-batch duplicates do.
     """
     settings = job.settings
-    texts = chunks.select("text").distinct().repartition(settings.summarize.partitions)
+    texts = (chunks.groupBy("text").agg(F.min("ordinal").alias("first_ordinal"))
+             .repartition(settings.summarize.partitions))
     answers = texts.withColumn("r", summarize_chunks_udf(job)(F.col("text")))
-    first = F.row_number().over(Window.partitionBy("text").orderBy("ordinal")) == 1
     return (
         chunks.join(answers, "text")
-        .withColumn("first", first)
+        .withColumn("first", F.col("ordinal") == F.col("first_ordinal"))
         .select(
             "play", "act", "scene_id",
             F.lit("chunk").alias("level"),
