@@ -13,6 +13,7 @@ import re
 from typing import Sequence
 
 from apwa_spark.config import Settings
+from apwa_spark.hierarchy import Child, reduce_to_root
 from apwa_spark.llm.client import Completion, LLMClient
 from apwa_spark.llm.prompts import Task, Template
 
@@ -51,7 +52,6 @@ TEXT_TEMPLATE = Template(
     cue="Summary of the part above: In this part,",
     answer_prefix="In this part,",
 )
-MAX_ROUNDS = 20
 
 
 def summarize_texts(texts: Sequence[str | None], settings: Settings, client: LLMClient | None = None) -> list[Completion]:
@@ -80,52 +80,39 @@ def summarize_documents(documents: Sequence[Sequence[str | None]], settings: Set
                         client: LLMClient | None = None) -> list[Completion]:
     """Hierarchical summary of each document (a list of texts in order: a long text, or a group's rows).
 
-    The same method as the summarize job, in memory: each text is cut into chunks of at most
-    ``summarize.chunkTokens`` tokens (the endpoint's tokenizer), each chunk is summarized, then
-    consecutive summaries are packed under ``summarize.reduceTokens`` tokens and reduced, round after
-    round, until one is left. All documents advance level by level together, so one batch of
-    requests per round keeps the endpoint's slots busy.
+    The same method as the summarize job, in memory, through the same engine
+    (:mod:`apwa_spark.hierarchy`): each text is cut into chunks of at most ``summarize.chunkTokens``
+    tokens (the endpoint's tokenizer), each chunk is summarized, then consecutive summaries are
+    packed under ``summarize.reduceTokens`` tokens and reduced, round after round, until one is
+    left. All documents advance round by round together, so one batch of requests per round keeps
+    the endpoint's slots busy.
 
     Returns:
         one :class:`Completion` per document: the summary, with calls and tokens summed over every
         call it took. Null and blank texts are skipped (as SQL aggregates skip NULL); a document
-        with no text left is an ``EmptyInput`` error; a document where any call failed is an error
-        carrying the first failure (a summary that silently misses part of its input is not given).
+        with no text left is an ``EmptyInput`` error. Failed chunk calls follow the engine's failure
+        policy: the summary covers the rest and its status is ``partial`` (``ChildrenFailed``, with
+        the count); when every chunk failed, the document is an ``error``.
     """
-    from apwa_spark.plays import chunk_text
-    from apwa_spark.summarize import pack_children
+    from apwa_spark.plays import chunk_texts
 
     client = client or LLMClient(settings)
     budget = settings.summarize
-    pieces = [[c for t in doc if t and t.strip() for c, _ in chunk_text(t, budget.chunk_tokens, client.count_tokens)]
-              for doc in documents]
+    texts = [[t for t in doc if t and t.strip()] for doc in documents]
+    chunked = iter(chunk_texts([t for doc in texts for t in doc], budget.chunk_tokens, client.count_tokens))
+    pieces = [[chunk for _text in doc for chunk, _tokens in next(chunked)] for doc in texts]
     flat = [c for doc in pieces for c in doc]
     answers = iter(_tidy(c) for c in client.complete([Task(TEXT_TEMPLATE, c, budget.max_tokens) for c in flat]))
-    nodes = [[next(answers) for _ in doc] for doc in pieces]
-    spent = [list(doc) for doc in nodes]
-    for _ in range(MAX_ROUNDS):
-        live = [i for i, doc in enumerate(nodes) if len(doc) > 1 and all(c.status == "ok" for c in doc)]
-        if not live:
-            break
-        batches = {i: pack_children([c.text_tokens or len(c.text) // 3 + 1 for c in nodes[i]], budget.reduce_tokens)
-                   for i in live}
-        groups = [[nodes[i][j].text for j in batch] for i in live for batch in batches[i]]
-        reduced = iter(reduce_summaries("text", groups, settings, client))
-        for i in live:
-            nodes[i] = [next(reduced) for _ in batches[i]]
-            spent[i] += nodes[i]
-    return [_document_result(doc, calls) for doc, calls in zip(nodes, spent)]
+    leaves = [[next(answers) for _ in doc] for doc in pieces]
+    groups = [[Child(c.text, c.status, c.text_tokens or len(c.text or "") // 3 + 1, 0, c.error) for c in doc] for doc in leaves]
+    roots = reduce_to_root(groups, budget.reduce_tokens, lambda texts: reduce_summaries("text", texts, settings, client))
+    return [_document_result(root, doc + spent) for (root, spent), doc in zip(roots, leaves)]
 
 
-def _document_result(nodes: list[Completion], spent: list[Completion]) -> Completion:
-    if not nodes:
-        return Completion.failed("EmptyInput: no non-blank text to summarize; no LLM call made")
-    failed = next((c for c in spent if c.status != "ok"), None)
-    final = failed or nodes[0]
-    if failed is None and len(nodes) > 1:
-        final = Completion.failed(f"ReduceDidNotConverge: {len(nodes)} summaries left after {MAX_ROUNDS} rounds")
+def _document_result(root: Completion, spent: list[Completion]) -> Completion:
+    """The root, with calls and tokens summed over every completion the document took."""
     return dataclasses.replace(
-        final, calls=sum(c.calls for c in spent), prompt_tokens=sum(c.prompt_tokens for c in spent),
+        root, calls=sum(c.calls for c in spent), prompt_tokens=sum(c.prompt_tokens for c in spent),
         completion_tokens=sum(c.completion_tokens for c in spent), cached_tokens=sum(c.cached_tokens for c in spent))
 
 

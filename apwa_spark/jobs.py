@@ -12,15 +12,77 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from apwa_spark.config import ConfigError, Settings
+from apwa_spark.tools import DEFAULT_ENTITIES
 
-INPUT_HELP = "Delta table, .parquet, .csv, .jsonl, or a folder of .txt/.md files"
+INPUT_HELP = "catalog table, Delta table, .parquet, .csv, .jsonl, or a folder of .txt/.md files (path or URI)"
+OUTPUT_HELP = "folder (path or URI, e.g. s3a://bucket/runs/x) for the run's Delta tables and response cache"
+SCHEMA_HELP = "catalog schema (e.g. main.apwa_runs): each table becomes a managed Delta table there"
+
+
+def add_output_args(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """``--output`` (folder or URI) and ``--output-schema`` (catalog schema for the tables)."""
+    parser.add_argument("--output", required=True, help=OUTPUT_HELP + what)
+    parser.add_argument("--output-schema", metavar="SCHEMA", help=SCHEMA_HELP)
+
+
+def add_plan_input_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--input``, the output arguments and ``--key`` of a job that runs a plan."""
+    parser.add_argument("--input", required=True, help=INPUT_HELP)
+    add_output_args(parser, what)
+    parser.add_argument("--key", metavar="COLUMN",
+                        help="the input column identifying a row in the dead letter (default: id or path when the input "
+                             "has one, else an added row_key column: a hash of the row)")
+
+
+#: Exit code of a command whose LLM endpoint failed its preflight (unreachable, key rejected, model
+#: not served) or whose embedded endpoint could not start.
+ENDPOINT_EXIT = 3
+#: Exit code of bad arguments, settings or input.
+USAGE_EXIT = 2
+EXIT_CODES = (f"exit codes: 0 done (a summary root may be partial: some inputs failed, and the report counts them); "
+              f"1 the summary job ended with an error at its root; {USAGE_EXIT} bad arguments, "
+              f"settings or input; {ENDPOINT_EXIT} the LLM endpoint failed its preflight (unreachable, API key "
+              "rejected, model not served) or the embedded endpoint could not start")
+
+
+def guarded(prog: str, command: Callable[[], int]) -> int:
+    """Run ``command``; an expected failure becomes one line ``<prog>: error: <message>`` on stderr
+    and an exit code (:data:`ENDPOINT_EXIT`, :data:`USAGE_EXIT`), never a traceback."""
+    from apwa_spark.endpoint import EmbeddedEndpointError
+    from apwa_spark.llm.endpoints import EndpointUnavailableError
+
+    try:
+        return command()
+    except (EndpointUnavailableError, EmbeddedEndpointError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return ENDPOINT_EXIT
+    except (ConfigError, ValueError, RuntimeError, FileNotFoundError, LookupError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return USAGE_EXIT
+
+
+def preflight_args(args, spark: SparkSession | None = None) -> None:
+    """The preflight of the endpoint a command's settings name (none: the embedded one starts
+    later), before any Spark work.
+
+    Raises:
+        EndpointUnavailableError: it failed (see :func:`apwa_spark.llm.endpoints.preflight`).
+        ConfigError: invalid settings.
+    """
+    from apwa_spark.llm.endpoints import preflight
+
+    settings = Settings.load(spark, overrides=parse_conf(getattr(args, "conf", [])),
+                             conf_file=getattr(args, "conf_file", None))
+    if settings.llm.base_url and not getattr(args, "no_model", False):
+        preflight(settings)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -54,27 +116,29 @@ def job_settings(spark: SparkSession, args) -> Settings:
 # ---- redact ----------------------------------------------------------------------------------------------
 
 def add_redact_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help=INPUT_HELP)
-    parser.add_argument("--output", required=True, help="directory for the result Delta table (<output>/result)")
+    add_plan_input_args(parser, " (the result: <output>/result)")
     parser.add_argument("--column", default="text", help="the text column (default: text)")
-    parser.add_argument("--entities", help="comma-separated entity types (default: person,email,phone,address,id_number)")
+    parser.add_argument("--entities", help=f"comma-separated entity types (default: all, {','.join(DEFAULT_ENTITIES)})")
     parser.add_argument("--no-model", action="store_true", help="rule detectors only; no LLM call")
+    parser.add_argument("--keep-source", action="store_true",
+                        help="keep the unredacted source column in the result (it holds the PII; warns)")
 
 
 def run_redact(spark: SparkSession, args) -> int:
-    """Redact PII in ``--column``: ``redacted`` (``[ENTITY]`` markers) and ``redacted_spans`` columns."""
-    from apwa_spark.plan.ir import Plan, RedactStep
+    """Redact PII in ``--column``: ``redacted`` (``[ENTITY]`` markers) and ``redacted_spans`` (offsets
+    and entity types) columns; the source column is dropped unless ``--keep-source``."""
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.steps.redact import RedactStep
 
-    options = {"entities": args.entities.split(",")} if args.entities else {}
-    step = RedactStep(column=args.column, use_model=not args.no_model, **options)
-    return _run_plan(spark, args, Plan(steps=[step]))
+    options = {"entities": [e.strip() for e in args.entities.split(",") if e.strip()]} if args.entities else {}
+    step = RedactStep(column=args.column, use_model=not args.no_model, keep_source=args.keep_source, **options)
+    return _run_plan(spark, args, Plan(steps=[step]), "redact", hide=[args.column])
 
 
 # ---- extract ---------------------------------------------------------------------------------------------
 
 def add_extract_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help=INPUT_HELP)
-    parser.add_argument("--output", required=True, help="directory for the result Delta table (<output>/result)")
+    add_plan_input_args(parser, " (the result: <output>/result)")
     parser.add_argument("--schema", required=True,
                         help="Spark DDL ('title STRING, year INT'), a JSON schema, or @FILE holding either")
     parser.add_argument("--template", default="{text}", help="subtask template naming columns as {column} (default: {text})")
@@ -83,20 +147,20 @@ def add_extract_args(parser: argparse.ArgumentParser) -> None:
 
 def run_extract(spark: SparkSession, args) -> int:
     """Extract a typed struct column from each row."""
-    from apwa_spark.plan.ir import ExtractStep, Plan
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.steps.extract import ExtractStep
     from apwa_spark.plan.schema import schema_from_string
 
     text = Path(args.schema[1:]).read_text() if args.schema.startswith("@") else args.schema
     step = ExtractStep(template=args.template, output_schema=schema_from_string(text), output=args.column)
-    return _run_plan(spark, args, Plan(steps=[step]))
+    return _run_plan(spark, args, Plan(steps=[step]), "extract")
 
 
 # ---- query (planner) -------------------------------------------------------------------------------------
 
 def add_query_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", nargs="?", default="", help="the query in plain language (omit with --plan)")
-    parser.add_argument("--input", required=True, help=INPUT_HELP)
-    parser.add_argument("--output", required=True, help="directory for the result and intermediate Delta tables")
+    add_plan_input_args(parser, " (result and intermediate tables)")
     parser.add_argument("--plan", help="a saved or hand-written plan file (YAML or JSON) instead of planning")
 
 
@@ -107,7 +171,7 @@ def run_query(spark: SparkSession, args) -> int:
     settings = job_settings(spark, args)
     plan = load_plan(args, read_input(spark, args.input), settings)
     print(plan.to_yaml())
-    return _run_plan(spark, args, plan, settings)
+    return _run_plan(spark, args, plan, "run", settings)
 
 
 def load_plan(args, df: DataFrame, settings: Settings):
@@ -127,16 +191,67 @@ def load_plan(args, df: DataFrame, settings: Settings):
     return plan_query(df, args.query, settings)
 
 
-def _run_plan(spark: SparkSession, args, plan, settings: Settings | None = None) -> int:
-    from apwa_spark.inputs import read_input
+def _run_plan(spark: SparkSession, args, plan, kind: str, settings: Settings | None = None, hide: Sequence[str] = ()) -> int:
+    """Run ``plan`` into ``args.output`` and print rows by status and the first rows, without the
+    ``hide`` columns (a redact job's kept source: its PII stays out of the console and logs)."""
+    from apwa_spark.inputs import read_input, source_of
     from apwa_spark.plan.run import run_plan
 
-    result = run_plan(read_input(spark, args.input), plan, args.output, settings or job_settings(spark, args))
+    result = run_plan(read_input(spark, args.input), plan, args.output, settings or job_settings(spark, args),
+                      output_schema=args.output_schema, source=source_of(spark, args.input), key=args.key, kind=kind)
+    _show_status(result)
+    result.drop(*[c for c in hide if c not in plan.steps[-1].writes()]).show(5, truncate=60)
+    return 0
+
+
+def _show_status(result: DataFrame) -> None:
+    """Print a plan result's rows by the status of each step."""
     metas = [c for c in result.columns if c.endswith("_meta")]
     if metas:
         result.groupBy(*[F.col(f"{m}.status").alias(m.removesuffix("_meta")) for m in metas]).count().show()
-    result.show(5, truncate=60)
+
+
+def retry_plan(spark: SparkSession, manifest: dict, settings: Settings) -> int:
+    """``retry-failed`` of a plan run (``run``, ``redact``, ``extract`` or the API): run the
+    manifest's plan over its input into its output again. Ok answers come from the response cache,
+    so only the failed rows call the LLM (a redact step's name calls are never cached: each of its
+    rows asks the model again). Prints rows by status, never row values.
+
+    Raises:
+        ValueError: the run read a DataFrame with no source (:func:`plan_input`).
+    """
+    from apwa_spark.inputs import read_input
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.plan.run import run_plan
+    from apwa_spark.runs import status_counts
+
+    source = plan_input(manifest)
+    plan = Plan.model_validate(manifest["plan"])
+    result = run_plan(read_input(spark, source), plan, manifest["output"], settings,
+                      output_schema=manifest.get("output_schema"), source=source, key=manifest.get("key"),
+                      kind=manifest["job"])
+    _show_status(result)
+    steps = [name for name, _ in plan.named_steps()]
+    after = sum(c["error"] for s, c in status_counts(result, steps).items() if s != "rows")
+    metas = [result[f"{s}_meta"]["llm_calls"] for s in steps if f"{s}_meta" in result.columns]
+    calls = result.agg(*[F.coalesce(F.sum(m), F.lit(0)) for m in metas]).first() if metas else []
+    print(f"retry of {manifest['run_id']}: {sum(manifest.get('errors_by_class', {}).values())} failed rows before, "
+          f"{after} after, {sum(calls)} LLM calls")
     return 0
+
+
+def plan_input(manifest: dict) -> str:
+    """The input a plan run's manifest records (path, URI or catalog table).
+
+    Raises:
+        ValueError: the run read a DataFrame with no source (the Python API); the message says what to do.
+    """
+    if not manifest.get("input"):
+        raise ValueError(f"run {manifest['run_id']} ran over a DataFrame with no source (the Python API), so retry-failed "
+                         f"cannot read its input again; run the plan over the same DataFrame into the same output, "
+                         f"apwa_spark.run(df, plan, output={manifest['output']!r}): its ok answers come from the response "
+                         "cache, so only the failed rows call the model")
+    return manifest["input"]
 
 
 # ---- sql -------------------------------------------------------------------------------------------------
@@ -146,36 +261,70 @@ def add_sql_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", "-f", help="a .sql file; statements separated by ';', the last one's result is shown or written")
     parser.add_argument("--table", action="append", default=[], metavar="NAME=PATH",
                         help=f"register an input as a temporary view (repeatable); PATH: {INPUT_HELP}")
-    parser.add_argument("--output", help="write the last statement's result to this Delta table instead of printing it")
+    parser.add_argument("--output", help="write the last statement's result to this Delta table (path or URI) instead of printing it")
     parser.add_argument("--limit", type=int, default=20, help="rows to print (default 20)")
 
 
 def run_sql(spark: SparkSession, args) -> int:
-    """Run SQL with the ``apwa_*`` functions registered and ``--table`` inputs as views."""
-    from apwa_spark.delta import read_delta, write_delta
-    from apwa_spark.inputs import read_input
+    """Run SQL with the ``apwa_*`` functions registered and ``--table`` inputs as views
+    (:func:`sql_job`)."""
     from apwa_spark.notebook import sql_statements
-    from apwa_spark.sql import register
 
     if bool(args.statement) == bool(args.file):
         raise ValueError("give a SQL statement or --file FILE (one of them)")
     statements = sql_statements(Path(args.file).read_text() if args.file else args.statement)
     if not statements:
         raise ValueError("no SQL statement to run")
+    tables = {}
     for spec in args.table:
         name, sep, path = spec.partition("=")
         if not sep or not name.isidentifier():
             raise ValueError(f"--table expects NAME=PATH with NAME a SQL identifier, got {spec!r}")
+        tables[name] = path
+    return sql_job(spark, statements, tables, args.output, job_settings(spark, args), args.limit)
+
+
+def sql_job(spark: SparkSession, statements: Sequence[str], tables: dict[str, str], output: str | None,
+            settings: Settings, limit: int = 20) -> int:
+    """Register ``tables`` (view name ──► input) and the ``apwa_*`` functions, run ``statements``;
+    the last one's result is printed, or with ``output`` written as the Delta table there.
+
+    With ``output`` the run does every job's bookkeeping under it (:func:`apwa_spark.runs.finish_run`):
+    the functions' response cache in ``<output>/_llm_cache`` (when caching is on and no
+    ``cache.path`` is set), rows of ``*_or_error`` columns with an ``errorMessage`` in
+    ``<output>/_dead_letter`` (:func:`apwa_spark.runs.sql_failures`), and a manifest with the
+    statements, tables and row counts in ``<output>/_runs`` and the run registry.
+    """
+    import time
+
+    from apwa_spark import runs, storage
+    from apwa_spark.delta import TableStore, read_delta, write_delta
+    from apwa_spark.inputs import read_input, source_of
+    from apwa_spark.sql import register
+
+    started = time.monotonic()
+    for name, path in tables.items():
         read_input(spark, path).createOrReplaceTempView(name)
-    register(spark, job_settings(spark, args))
+    store = TableStore.create(spark, output, settings.delta.engine) if output else None
+    if store and settings.cache.enabled and not settings.cache.path:
+        settings = settings.with_overrides(**{"spark.apwa.cache.path": store.path(runs.CACHE)})
+    manifest = {"job": "sql", "statements": list(statements), "tables": {n: source_of(spark, p) for n, p in tables.items()},
+                "embedded": not settings.llm.base_url, "settings": settings.as_keys()}
+    settings = register(spark, settings)
     for statement in statements[:-1]:
         spark.sql(statement).collect()
     result = spark.sql(statements[-1])
-    if args.output:
-        write_delta(result, args.output)
-        print(json.dumps({"output": str(Path(args.output).resolve()), "rows": read_delta(spark, args.output).count()}))
-    else:
-        result.show(args.limit, truncate=80)
+    if store is None:
+        result.show(limit, truncate=80)
+        return 0
+    write_delta(result, store.root, engine=store.engine)
+    written = read_delta(spark, store.root, engine=store.engine)
+    options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}
+    job = runs.JobContext(settings, runs.new_run_id(), plan_id="sql", storage_options=options)
+    rows = written.count()
+    errors = runs.finish_run(store, job, {**manifest, "rows": rows}, runs.sql_failures(written, job.run_id),
+                             time.monotonic() - started)
+    print(json.dumps({"output": store.root, "rows": rows, "run_id": job.run_id, "errors_by_class": errors}))
     return 0
 
 
@@ -185,8 +334,14 @@ def submit_main(name: str, description: str, add_args, run, argv: Sequence[str] 
     """``jobs/<name>.py``: parse the job's arguments (``--help``), take spark-submit's session, run."""
     from apwa_spark.session import get_session
 
-    parser = argparse.ArgumentParser(prog=f"spark-submit jobs/{name}.py", description=description)
+    parser = argparse.ArgumentParser(prog=f"spark-submit jobs/{name}.py", description=description, epilog=EXIT_CODES)
     add_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
-    return run(get_session(app_name=f"apwa-spark {name}"), args)
+
+    def job() -> int:
+        spark = get_session(app_name=f"apwa-spark {name}")
+        preflight_args(args, spark)
+        return run(spark, args)
+
+    return guarded(parser.prog, job)

@@ -322,6 +322,8 @@ def run_notebook(
                 error.traceback += f"\n-- last lines of {kernel_log} --\n" + "\n".join(tail)
             raise error from None
         finally:
+            if km.has_kernel:  # nbclient leaves a kernel it was handed running: stop it, and with it its JVM
+                km.shutdown_kernel(now=False)
             if log is not None:
                 log.close()
             if save_to is not None:

@@ -205,13 +205,24 @@ def read_plays(spark: SparkSession, plays: str | Sequence[str], max_scenes: int 
     return spark.createDataFrame(rows, SCENE_SCHEMA)
 
 
-def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[Sequence[str]], list[int]]) -> list[tuple[str, int]]:
+def chunk_texts(texts: Sequence[str], max_tokens: int,
+                count_tokens: Callable[[Sequence[str]], list[int]]) -> list[list[tuple[str, int]]]:
+    """:func:`chunk_text` of each text, with every text counted in one ``count_tokens`` call (the
+    client sends those requests concurrently), so a batch of short texts costs one round of counting."""
+    totals = count_tokens(list(texts)) if texts else []
+    return [chunk_text(text, max_tokens, count_tokens, total) for text, total in zip(texts, totals)]
+
+
+def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[Sequence[str]], list[int]],
+               total: int | None = None) -> list[tuple[str, int]]:
     """Split ``text`` into ordered (chunk, tokens) pieces of at most ``max_tokens`` tokens each.
 
     Splits on blank lines (speeches), then lines, then characters, in that order of preference.
     ``"".join`` of the chunks with the separators kept equals ``text``: nothing is dropped.
+    ``total``: the text's token count when already known (not counted again).
     """
-    [total] = count_tokens([text])
+    if total is None:
+        [total] = count_tokens([text])
     if total <= max_tokens:
         return [(text, total)]
     chars_per_token = max(len(text) / max(total, 1), 0.5)
@@ -263,9 +274,12 @@ def chunk_scenes(scenes: DataFrame, max_tokens: int, settings) -> DataFrame:
 
 
 def _chunk_rows(batch: pd.DataFrame, max_tokens: int, count_tokens) -> list[tuple]:
+    scenes = list(batch.itertuples(index=False))
+    live = [s.text for s in scenes if s.text.strip()]
+    chunked = iter(chunk_texts(live, max_tokens, count_tokens))
     rows = []
-    for scene in batch.itertuples(index=False):
-        pieces = chunk_text(scene.text, max_tokens, count_tokens) if scene.text.strip() else [("", 0)]
+    for scene in scenes:
+        pieces = next(chunked) if scene.text.strip() else [("", 0)]
         for i, (piece, tokens) in enumerate(pieces):
             rows.append((scene.play, scene.act, scene.scene, scene.scene_id, scene.ordinal + i, piece,
                          i, len(pieces), f"{scene.scene_id}#{i}", tokens))

@@ -8,25 +8,31 @@ the files added since the step began) every ``interval`` seconds.
 from __future__ import annotations
 
 import threading
+from typing import Mapping
 
 from tqdm import tqdm
 
 
-def _answers(cache_path: str) -> int:
+def _answers(cache_path: str, options: dict[str, str] | None) -> int:
     import pyarrow as pa
     from deltalake import DeltaTable
 
-    if not DeltaTable.is_deltatable(cache_path):
+    if not DeltaTable.is_deltatable(cache_path, storage_options=options):
         return 0
-    actions = pa.table(DeltaTable(cache_path).get_add_actions(flatten=True))
+    actions = pa.table(DeltaTable(cache_path, storage_options=options).get_add_actions(flatten=True))
     return int(sum(n or 0 for n in actions.column("num_records").to_pylist()))
 
 
 class AnswerProgress:
-    """``with AnswerProgress(cache_path, total, "chunk"):`` shows new answers / ``total`` while the block runs."""
+    """``with AnswerProgress(cache_path, total, "chunk"):`` shows new answers / ``total`` while the block runs.
 
-    def __init__(self, cache_path: str | None, total: int, name: str, interval: float = 2.0):
+    ``storage_options``: delta-rs options of an object-store cache (``s3a://…``).
+    """
+
+    def __init__(self, cache_path: str | None, total: int, name: str, interval: float = 2.0,
+                 storage_options: Mapping[str, str] | None = None):
         self.cache_path, self.total, self.name, self.interval = cache_path, total, name, interval
+        self._options = dict(storage_options or {}) or None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -37,11 +43,11 @@ class AnswerProgress:
         return self
 
     def _poll(self) -> None:
-        start = _answers(self.cache_path)
+        start = _answers(self.cache_path, self._options)
         with tqdm(total=self.total, desc=f"[apwa] {self.name}", unit="answer", leave=False) as bar:
             while not self._stop.wait(self.interval):
                 try:
-                    bar.n = min(_answers(self.cache_path) - start, self.total)
+                    bar.n = min(_answers(self.cache_path, self._options) - start, self.total)
                 except Exception:  # the table is being compacted or created: try again next tick
                     continue
                 bar.refresh()

@@ -1,24 +1,44 @@
-"""Runs: identity, provenance, manifests and the dead-letter table of a job.
+"""Runs: identity, provenance, and the bookkeeping every job does when it ends.
 
-Every job run gets a ``run_id``. Its manifest (what ran, with which non-secret settings, and how
-it ended) is written to ``<output>/_runs/<run_id>.json`` and indexed in the run registry
-(``spark.apwa.run.registry``, default ``~/.apwa/runs``) so ``apwa-spark retry-failed RUN_ID``
-finds it. Rows that end with ``status='error'`` are also appended to the Delta table
-``<output>/_dead_letter`` with the run id, table, node id and error class.
+Every job run (summarize, a plan: ``run``/``redact``/``extract`` or :func:`apwa_spark.run`, and
+``sql --output``) gets a ``run_id`` and ends with :func:`finish_run`:
+
+* its error rows are appended to the Delta table ``<output>/_dead_letter`` (run id, where, a row
+  key, error class and message; never the row's text);
+* the response cache (``<output>/_llm_cache``) is compacted;
+* its manifest (what ran, over which input, with which non-secret settings, and how it ended) is
+  written to ``<output>/_runs/<run_id>.json`` (any URI the session can write) and indexed in the run
+  registry (``spark.apwa.run.registry``, default ``~/.apwa/runs``), so ``apwa-spark retry-failed
+  RUN_ID`` finds it and can run the job again from it.
+
+A plan run's **row key** (:func:`keyed_input`) is the input column the job names (``--key``), else
+``id`` or ``path`` when the input has one, else a column ``row_key`` that the run adds: the first 16
+hex digits of the sha256 of the row's input values as JSON (identical rows share it). It is in the
+result, and the dead letter's ``row_key`` holds it (with a reduce step's group keys) as a JSON
+object such as ``{"id": 7}``, so a dead-letter row can be found again in the input, the result and
+a retry's result.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
+from apwa_spark import storage
 from apwa_spark.config import Settings
+from apwa_spark.delta import TableStore
+from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.client import Completion, LLMClient
 
 DEAD_LETTER = "_dead_letter"
@@ -64,21 +84,35 @@ class JobContext:
         run_id: this run's id.
         tasks: Spark tasks that can run at once (``defaultParallelism``): the share of RPM/TPM.
         plan_id: identity of what runs (a plan's hash, or the summarize job's templates and budgets).
+        storage_options: delta-rs options for an object-store response cache (secrets: out of ``repr``).
     """
 
     settings: Settings
     run_id: str
     tasks: int = 1
     plan_id: str = ""
+    storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def endpoint_host(self) -> str:
-        """host:port of the LLM endpoint (never the key, never the path's query)."""
-        return urlsplit(self.settings.llm.base_url or "").netloc
+        """host:port of the LLM endpoint: never ``user:password@``, the key, the path or the query."""
+        return endpoint_host(self.settings.llm.base_url)
 
     def client(self) -> LLMClient:
         """One LLM client for one batch of rows (a pandas UDF call)."""
-        return LLMClient(self.settings, tasks=self.tasks)
+        return LLMClient(self.settings, tasks=self.tasks, cache_options=self.storage_options)
+
+
+def endpoint_host(base_url: str | None) -> str:
+    """``host[:port]`` of a URL, without any ``user:password@`` (IPv6 hosts in brackets); "" for none."""
+    parts = urlsplit(base_url or "")
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+#: the shape of a run id: ``YYYYmmdd-HHMMSS-xxxxxx``.
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")
 
 
 def new_run_id() -> str:
@@ -86,13 +120,29 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def write_manifest(output: Path, run_id: str, manifest: dict, settings: Settings) -> Path:
-    """Write the run's manifest under ``output/_runs`` and index it in the run registry."""
-    body = json.dumps({"run_id": run_id, "output": str(output), **manifest}, indent=2, default=str)
-    path = output / "_runs" / f"{run_id}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(body)
-    registry = Path(settings.run.registry).expanduser()
+def check_run_id(run_id: str) -> str:
+    """``run_id`` if it has the shape of a run id (:data:`RUN_ID`), so it is safe in a file name.
+
+    Raises:
+        ValueError: anything else (``../x``, a path, an empty string), naming the expected shape.
+    """
+    if not RUN_ID.fullmatch(run_id or ""):
+        raise ValueError(f"{run_id!r} is not a run id; a run id looks like 20260101-120000-a1b2c3 "
+                         "(the job prints it; see <output>/_runs/)")
+    return run_id
+
+
+def write_manifest(spark, output: str, run_id: str, manifest: dict, settings: Settings) -> str:
+    """Write the run's manifest to ``<output>/_runs/<run_id>.json`` (``output``: local path or URI,
+    written through :func:`apwa_spark.storage.write_text`) and index it in the local run registry.
+
+    Returns:
+        the manifest's location.
+    """
+    body = json.dumps({"run_id": run_id, "output": output, **manifest}, indent=2, default=str)
+    path = storage.join(output, "_runs", f"{run_id}.json")
+    storage.write_text(spark, path, body)
+    registry = Path(storage.normalize(settings.run.registry))
     registry.mkdir(parents=True, exist_ok=True)
     (registry / f"{run_id}.json").write_text(body)
     return path
@@ -102,11 +152,162 @@ def load_manifest(run_id: str, settings: Settings) -> dict:
     """The manifest of ``run_id`` from the run registry.
 
     Raises:
+        ValueError: ``run_id`` is not shaped like one (:func:`check_run_id`); nothing is read.
         UnknownRunError: no such run; the message lists the latest runs.
     """
-    registry = Path(settings.run.registry).expanduser()
-    path = registry / f"{run_id}.json"
+    registry = Path(storage.normalize(settings.run.registry))
+    path = registry / f"{check_run_id(run_id)}.json"
     if not path.is_file():
         known = sorted(p.stem for p in registry.glob("*.json"))[-5:]
         raise UnknownRunError(f"no run {run_id!r} in {registry}; latest runs: {', '.join(known) or 'none'}")
     return json.loads(path.read_text())
+
+
+# ---- the end of every run ----------------------------------------------------------------------------
+
+def append_dead_letter(store: TableStore, failed: DataFrame | None) -> dict[str, int]:
+    """Append ``failed`` (rows with an ``error_class`` column; no text columns) to the Delta table
+    ``_dead_letter`` of ``store``; returns error class ──► rows ({} when there are none)."""
+    if failed is None or failed.isEmpty():
+        return {}
+    store.write(failed, DEAD_LETTER, mode="append")
+    return {r["error_class"]: r["count"] for r in failed.groupBy("error_class").count().collect()}
+
+
+def compact_cache(job: JobContext) -> None:
+    """Merge the small files the tasks' appends left in the job's response cache (a no-op when
+    caching is off or the cache was never written)."""
+    if job.settings.cache.enabled and job.settings.cache.path:
+        ResponseCache(job.settings.cache.path, job.storage_options).compact()
+
+
+def finish_run(store: TableStore, job: JobContext, manifest: dict, failed: DataFrame | None, seconds: float) -> dict[str, int]:
+    """A job's last steps: ``failed`` rows to the dead letter, the response cache compacted, the
+    manifest (``manifest`` plus ``errors_by_class`` and ``seconds``) written under ``store.root``
+    and indexed in the run registry.
+
+    Returns:
+        error class ──► failed rows of this run.
+    """
+    errors = append_dead_letter(store, failed)
+    compact_cache(job)
+    write_manifest(store.spark, store.root, job.run_id,
+                   {**manifest, "errors_by_class": errors, "seconds": round(seconds, 1)}, job.settings)
+    return errors
+
+
+# ---- plan runs -----------------------------------------------------------------------------------------
+
+#: Input columns a plan run takes as its row key when the job names none, the first one present.
+KEY_COLUMNS = ("id", "path")
+#: The row-key column a plan run adds when the input has no key column.
+ROW_KEY = "row_key"
+
+
+def keyed_input(df: DataFrame, key: str | None = None) -> tuple[DataFrame, str]:
+    """``df`` and the name of its row-key column: ``key`` when given, else the first of
+    :data:`KEY_COLUMNS` in ``df``, else :data:`ROW_KEY`, added as the first 16 hex digits of the
+    sha256 of the row's values as JSON (``key=ROW_KEY`` asks for that column explicitly).
+    Uniqueness is not checked.
+
+    Raises:
+        ValueError: ``key`` is not a column of ``df`` (the message lists the columns).
+    """
+    if key is None:
+        key = next((c for c in KEY_COLUMNS if c in df.columns), ROW_KEY)
+    if key in df.columns:
+        return df, key
+    if key != ROW_KEY:
+        raise ValueError(f"key column {key!r} is not in the input; its columns: {df.columns}")
+    values = F.to_json(F.struct(*[df[c] for c in df.columns]))
+    return df.withColumn(ROW_KEY, F.substring(F.sha2(values, 256), 1, 16)), ROW_KEY
+
+
+def plan_manifest(plan: Any, job: str, source: str | None, key: str, output_schema: str | None,
+                  settings: Settings) -> dict:
+    """The manifest fields a plan run knows before it starts (``plan``: a
+    :class:`~apwa_spark.plan.ir.Plan`; ``source``: where the input was read from, None for a
+    DataFrame without one; ``settings``: before the embedded endpoint starts, so ``embedded`` is
+    known)."""
+    return {"job": job, "plan": json.loads(plan.model_dump_json()), "plan_id": plan.plan_id, "input": source,
+            "key": key, "output_schema": output_schema, "embedded": not settings.llm.base_url,
+            "settings": settings.as_keys()}
+
+
+def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict, seconds: float) -> dict[str, int]:
+    """:func:`finish_run` for a plan run whose result table is written: counts per step and status,
+    the error rows of every ``<step>_meta`` (:func:`plan_failures`) to the dead letter; prints the
+    outcome and, when rows failed, the ``retry-failed`` command.
+
+    Returns:
+        error class ──► failed rows.
+    """
+    result = store.read("result")
+    steps = [name for name, _ in plan.named_steps()]
+    keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
+    counts = status_counts(result, steps)
+    failed = plan_failures(result, job.run_id, steps, keys)
+    errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts}, failed, seconds)
+    if errors:
+        print(f"[apwa] run {job.run_id}: {sum(errors.values())} failed rows ("
+              + ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) + f") in {store.path(DEAD_LETTER)}; "
+              f"re-drive them with: apwa-spark retry-failed {job.run_id}", flush=True)
+    return errors
+
+
+def status_counts(result: DataFrame, steps: Sequence[str]) -> dict:
+    """``{"rows": n, step: {"ok": n, "partial": n, "error": n}}`` over the ``<step>_meta`` columns of ``result``."""
+    pairs = [(s, status) for s in steps if f"{s}_meta" in result.columns for status in ("ok", "partial", "error")]
+    row = result.agg(F.count(F.lit(1)), *[F.count_if(result[f"{s}_meta"]["status"] == status) for s, status in pairs]).first()
+    counts: dict = {"rows": row[0]}
+    for (s, status), n in zip(pairs, row[1:]):
+        counts.setdefault(s, {})[status] = n
+    return counts
+
+
+def plan_failures(result: DataFrame, run_id: str, steps: Sequence[str], key_columns: Sequence[str]) -> DataFrame | None:
+    """Dead-letter rows of a plan's result: one per row and step whose ``<step>_meta.status`` is
+    ``error``, with ``run_id``, ``step``, ``row_key`` (JSON of the ``key_columns`` present in
+    ``result``), ``error_class`` and ``error``. None when ``result`` has no ``<step>_meta``."""
+    key = row_key(result, [c for c in dict.fromkeys(key_columns) if c in result.columns])
+    parts = [result.filter(result[f"{s}_meta"]["status"] == "error").select(
+                 F.lit(run_id).alias("run_id"), F.lit(s).alias("step"), key.alias("row_key"),
+                 result[f"{s}_meta"]["error_class"].alias("error_class"), result[f"{s}_meta"]["error"].alias("error"))
+             for s in steps if f"{s}_meta" in result.columns]
+    return reduce(DataFrame.unionByName, parts) if parts else None
+
+
+def row_key(df: DataFrame, columns: Sequence[str]):
+    """A string Column: the JSON object of ``columns``' values (``{"id":7}``); ``{}`` for none."""
+    return F.to_json(F.struct(*[df[c] for c in columns])) if columns else F.lit("{}")
+
+
+# ---- SQL runs ------------------------------------------------------------------------------------------
+
+def sql_failures(result: DataFrame, run_id: str) -> DataFrame | None:
+    """Dead-letter rows of a SQL job's result: one per row and ``*_or_error`` column
+    (``struct<result, errorMessage>``) whose ``errorMessage`` is set, with ``run_id``, ``step`` (the
+    column), ``row_key``, ``error_class`` (the message up to its first ``:``) and ``error``.
+
+    ``row_key`` is the JSON of the first of :data:`KEY_COLUMNS` in ``result``, else of the sha256 (16
+    hex digits) of the row's other columns. None when ``result`` has no such column. The plain
+    ``apwa_*`` functions give NULL for a failed row, which cannot be told from a NULL answer, so
+    their rows are not dead-lettered.
+    """
+    errors = [f.name for f in result.schema.fields
+              if isinstance(f.dataType, StructType) and f.dataType.fieldNames() == ["result", "errorMessage"]]
+    if not errors:
+        return None
+    keys = [c for c in KEY_COLUMNS if c in result.columns][:1]
+    if keys:
+        key = row_key(result, keys)
+    else:
+        others = [result[c] for c in result.columns if c not in errors]
+        digest = F.substring(F.sha2(F.to_json(F.struct(*others)), 256), 1, 16) if others else F.lit(None)
+        key = F.to_json(F.struct(digest.alias(ROW_KEY)))
+    parts = [result.filter(result[c]["errorMessage"].isNotNull()).select(
+                 F.lit(run_id).alias("run_id"), F.lit(c).alias("step"), key.alias("row_key"),
+                 F.substring_index(result[c]["errorMessage"], ":", 1).alias("error_class"),
+                 result[c]["errorMessage"].alias("error"))
+             for c in errors]
+    return reduce(DataFrame.unionByName, parts)

@@ -32,18 +32,20 @@ from pyspark.sql import SparkSession
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import VariantVal
 
+from apwa_spark import storage
 from apwa_spark.agent import summarize_documents
 from apwa_spark.config import Settings
+from apwa_spark.hierarchy import USABLE
 from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
-from apwa_spark.plan.ir import REDACT_TOOLS, RedactStep
+from apwa_spark.steps.redact import REDACT_TOOLS
 from apwa_spark.plan.schema import coerce, json_schema_to_spark, schema_from_string
 from apwa_spark.runs import JobContext, new_run_id
+from apwa_spark.tools import DEFAULT_ENTITIES
 
 #: What one function gives per row: (value or None, the call's completion or None for NULL input).
 Answer = tuple[object, Completion | None]
 COMPLETE_OPTIONS = {"maxTokens", "failOnError"}
-DEFAULT_ENTITIES = RedactStep().entities
 
 
 class SqlFunctionError(RuntimeError):
@@ -144,6 +146,8 @@ def run_filter(cols: list[pd.Series], job: JobContext) -> list[Answer]:
 
 
 def run_redact(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    """``apwa_redact``: rules first, then the model for names (:func:`apwa_spark.plan.agents.redact_rows`);
+    ``entities`` NULL: every type the detectors know. An error row's message is its class only."""
     texts, entities = cols
     answers: list[Answer] = [(None, None)] * len(texts)
     key = lambda i: tuple(entities.iloc[i]) if entities.iloc[i] is not None else tuple(DEFAULT_ENTITIES)
@@ -158,8 +162,25 @@ def run_redact(cols: list[pd.Series], job: JobContext) -> list[Answer]:
 def run_summarize(cols: list[pd.Series], job: JobContext) -> list[Answer]:
     [texts] = cols
     rows = _live(texts)
-    results = summarize_documents([[texts.iloc[i]] for i in rows], job.settings, job.client())
-    return _scatter(len(texts), rows, [((c.text if c.status == "ok" else None), c) for c in results])
+    return _scatter(len(texts), rows, _summaries([[texts.iloc[i]] for i in rows], job))
+
+
+def run_summarize_texts(cols: list[pd.Series], job: JobContext) -> list[Answer]:
+    """``apwa_summarize_texts(array<string>)``: the array's texts, in array order, as one document;
+    NULL elements are skipped, a NULL array gives NULL."""
+    [arrays] = cols
+    rows = _live(arrays)
+    return _scatter(len(arrays), rows, _summaries([[t for t in arrays.iloc[i] if _text(t)] for i in rows], job))
+
+
+def _summaries(documents: list[list[str]], job: JobContext) -> list[Answer]:
+    """Each document through the reduce engine; a ``partial`` summary keeps its text, and its
+    ``ChildrenFailed`` message is the row's ``errorMessage``."""
+    return [((c.text if c.status in USABLE else None), c) for c in summarize_documents(documents, job.settings, job.client())]
+
+
+def _text(value) -> bool:
+    return value is not None and not _isna(value)
 
 
 FUNCTIONS = [
@@ -175,6 +196,8 @@ FUNCTIONS = [
                 run_redact, "the text with [ENTITY] markers; rule detectors plus the model for names"),
     SqlFunction("apwa_summarize", "text STRING", "text", "STRING", run_summarize,
                 "a summary; long text is chunked and reduced hierarchically"),
+    SqlFunction("apwa_summarize_texts", "texts ARRAY<STRING>", "texts", "STRING", run_summarize_texts,
+                "one summary of the array's texts in array order (compose with collect_list and array_sort)"),
 ]
 
 
@@ -205,7 +228,8 @@ def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
         for key, value in (("baseUrl", settings.llm.base_url), ("model", settings.llm.model),
                            ("serverSlots", str(settings.llm.server_slots))):
             spark.conf.set(f"spark.apwa.llm.{key}", value)
-    job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan_id="sql")
+    options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}  # an object-store cache
+    job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan_id="sql", storage_options=options)
     fail = "true" if settings.sql.fail_on_error else "false"
     for fn in FUNCTIONS:
         spark.udf.register(f"_{fn.name}", _scalar_udf(fn, job))
@@ -232,18 +256,28 @@ def _scalar_udf(fn: SqlFunction, job: JobContext):
     return call.asNondeterministic()
 
 
+def ordered_texts(texts: pd.Series, order: pd.Series | None) -> list[str]:
+    """A group's non-NULL texts in ``order``: NULL orders first and equal orders in arrival order,
+    as Spark's ascending sort (stable); arrival order without ``order``."""
+    texts = texts.reset_index(drop=True)
+    if order is not None:
+        texts = texts.iloc[order.reset_index(drop=True).sort_values(kind="stable", na_position="first").index]
+    return [t for t in texts if _text(t)]
+
+
 def _summarize_agg_udf(job: JobContext):
     """``apwa_summarize_agg(text [, order])``: one hierarchical summary per group, children in
-    ``order`` (any sortable column) when given, else in the order Spark hands them over."""
+    ``order`` (any sortable column; NULLs first and ties in arrival order, as Spark's stable ascending
+    sort) when given, else in the order Spark hands them over. A ``partial`` summary (some chunk
+    calls failed) is returned, and fails the query under ``spark.apwa.sql.failOnError``; its
+    status and count are in ``apwa_summarize_texts_or_error``."""
 
     @pandas_udf("string")
     def apwa_summarize_agg(*columns: pd.Series) -> str:
-        texts = columns[0]
-        if len(columns) > 1:
-            texts = texts.iloc[columns[1].argsort(kind="stable").to_numpy()]
-        [result] = summarize_documents([[t for t in texts if t is not None and not _isna(t)]], job.settings, job.client())
+        texts = ordered_texts(columns[0], columns[1] if len(columns) > 1 else None)
+        [result] = summarize_documents([texts], job.settings, job.client())
         if result.status != "ok" and result.error_class != "EmptyInput" and job.settings.sql.fail_on_error:
             raise SqlFunctionError(f"apwa_summarize_agg: {result.error}")
-        return result.text if result.status == "ok" else None
+        return result.text if result.status in USABLE else None
 
     return apwa_summarize_agg.asNondeterministic()

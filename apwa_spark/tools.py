@@ -102,6 +102,11 @@ ENTITY_ALIASES = {
     "iban": ["iban"], "card_number": ["card_number"], "id_number": ["id_number"], "national_id": ["id_number"],
     "date": ["date"], "date_of_birth": ["date"], "address": ["address"], "username": ["username"], "person": [],
 }
+#: every entity type the detectors know, and ``person`` (the model's): the redact default, so that
+#: nothing a detector could find is left in the "redacted" text unless a step narrows the list.
+DEFAULT_ENTITIES = ("person", *PII_PATTERNS)
+#: the detector that always runs in a redact step, whatever tools it lists and whatever the model says.
+RULES_TOOL = "pii_rules"
 
 
 def luhn_ok(digits: str) -> bool:
@@ -253,6 +258,28 @@ def registry() -> dict[str, Tool]:
             raise TypeError(f"entry point {ep.name!r} in {ENTRY_POINT_GROUP} must name an apwa_spark.tools.Tool")
         tools[tool.name] = tool
     return tools
+
+
+def tool_notes(text: str, names: list[str]) -> str:
+    """What the named tools find in ``text``, as prompt lines for an executor agent equipped with
+    them: a detector's spans (``pii_rules found: email 'ann@example.com'``, every entity type it
+    knows) or a candidates tool's strings; "" when ``names`` is empty.
+
+    Raises:
+        KeyError: an unknown tool (the message lists the registered ones).
+        ValueError: a tool that gives no findings (a ``splitter``, such as ``chunk_text``).
+    """
+    lines = []
+    for tool in (get_tool(n) for n in names):
+        if tool.role == "detector":
+            found = [f"{s.entity} {s.text!r}" for s in tool.func(text, list(DEFAULT_ENTITIES))]
+        elif tool.role == "candidates":
+            found = [repr(c) for c in tool.func(text, [])]
+        else:
+            raise ValueError(f"tool {tool.name!r} ({tool.role}) gives no findings an agent could read; "
+                             "equip steps with detector or candidates tools")
+        lines.append(f"{tool.name} found: {'; '.join(found) or 'nothing'}")
+    return "\n".join(lines)
 
 
 def get_tool(name: str) -> Tool:

@@ -43,6 +43,7 @@ from _common import bench_parser, bench_session, endpoint_settings, machine, met
 
 from apwa_spark.api import map_text  # noqa: E402
 from apwa_spark.llm.client import LLMClient  # noqa: E402
+from apwa_spark.llm import endpoints  # noqa: E402
 from apwa_spark.llm.prompts import Task, render_completion  # noqa: E402
 from apwa_spark.plan import agents  # noqa: E402
 from apwa_spark.plays import available_plays  # noqa: E402
@@ -73,7 +74,7 @@ async def _bare(settings, prompts: list[str], concurrency: int) -> dict:
     semaphore = asyncio.Semaphore(concurrency)
     usage = {"prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "errors": 0}
 
-    async with openai.AsyncOpenAI(base_url=llm.base_url, api_key=settings.api_key(), timeout=llm.timeout,
+    async with openai.AsyncOpenAI(**endpoints.client_options(settings), timeout=llm.timeout,
                                   max_retries=llm.max_retries) as client:
         async def one(prompt: str) -> None:
             async with semaphore:

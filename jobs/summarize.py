@@ -11,19 +11,26 @@ import argparse
 import sys
 
 from apwa_spark.cli import add_summarize_args, run_summarize
-from apwa_spark.jobs import add_common_args
+from apwa_spark.jobs import EXIT_CODES, add_common_args, guarded, preflight_args
 from apwa_spark.plays import resolve_plays
 from apwa_spark.session import get_session
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spark-submit jobs/summarize.py",
-                                     description="Summarize plays scene ──► act ──► play (──► corpus) into Delta tables.")
+                                     description="Summarize plays scene ──► act ──► play (──► corpus) into Delta tables.",
+                                     epilog=EXIT_CODES)
     add_summarize_args(parser)
     add_common_args(parser)
     args = parser.parse_args(argv)
-    resolve_plays(args.play)
-    return run_summarize(get_session(app_name="apwa-spark summarize"), args)
+
+    def job() -> int:
+        resolve_plays(args.play)
+        spark = get_session(app_name="apwa-spark summarize")
+        preflight_args(args, spark)
+        return run_summarize(spark, args)
+
+    return guarded(parser.prog, job)
 
 
 if __name__ == "__main__":

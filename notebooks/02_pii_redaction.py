@@ -3,7 +3,7 @@
 # MAGIC # PII redaction with `apwa_spark.redact`
 # MAGIC
 # MAGIC `redact` replaces personal data with `[ENTITY]` markers and lists what it found as spans
-# MAGIC (`start`, `end`, `entity`, `text`). Structured entities (e-mail, phone, IBAN, card and ID numbers, …)
+# MAGIC (`start`, `end`, `entity`; never the matched text). Structured entities (e-mail, phone, IBAN, card and ID numbers, …)
 # MAGIC are found by rule tools from the capability registry; names of people are the model's job. It runs as a
 # MAGIC pandas UDF, one executor agent per batch of rows, and writes its result as a Delta table under `OUTPUT`.
 # MAGIC
@@ -69,7 +69,7 @@ display(redacted.select("id", "clean").orderBy("id"))
 
 from pyspark.sql import functions as F
 
-spans = redacted.select("id", F.explode("clean_spans").alias("span")).select("id", "span.entity", "span.text", "span.start", "span.end")
+spans = redacted.select("id", F.explode("clean_spans").alias("span")).select("id", "span.entity", "span.start", "span.end")
 display(spans.orderBy("id", "start"))
 
 # COMMAND ----------

@@ -51,3 +51,21 @@ def test_server_slots_belong_to_the_base_url():
     assert embedded.with_overrides(**{"spark.apwa.llm.baseUrl": "http://vllm:8000/v1"}).llm.server_slots is None
     moved = embedded.with_overrides(**{"spark.apwa.llm.baseUrl": "http://vllm:8000/v1", "spark.apwa.llm.serverSlots": "16"})
     assert moved.llm.server_slots == 16
+
+
+def test_as_keys_shows_no_credentials_of_the_base_url_but_rebuilt_settings_keep_them():
+    settings = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": "https://alice:s3cret@gateway.example.com:8443/v1"})
+    shown = settings.as_keys()["spark.apwa.llm.baseUrl"]
+    assert shown == "https://gateway.example.com:8443/v1"  # what manifests and logs get
+    assert "s3cret" not in repr(settings.as_keys())
+    rebuilt = settings.with_overrides(**{"spark.apwa.llm.concurrency": "2"})
+    assert rebuilt.llm.base_url == "https://alice:s3cret@gateway.example.com:8443/v1"  # requests still carry them
+
+
+def test_the_run_registry_is_a_local_folder_not_an_object_store_uri(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for uri in ("s3a://bucket/runs", "dbfs:/runs"):
+        with pytest.raises(ConfigError, match="run.registry must be a local folder"):
+            Settings.load(env={}, overrides={"spark.apwa.run.registry": uri})
+    assert not list(tmp_path.iterdir())  # no `s3a:` or `dbfs:` folder made on the way
+    assert Settings.load(env={}, overrides={"spark.apwa.run.registry": "file:///tmp/runs"}).run.registry == "file:///tmp/runs"

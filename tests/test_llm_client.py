@@ -6,7 +6,8 @@ import pytest
 from apwa_spark import agent
 from apwa_spark.config import Settings
 from apwa_spark.llm.cache import ResponseCache
-from apwa_spark.llm.client import EndpointUnavailableError, LLMClient, check_endpoint
+from apwa_spark.llm.client import EndpointUnavailableError, LLMClient
+from apwa_spark.llm.endpoints import preflight
 from apwa_spark.llm.prompts import Task, Template
 from apwa_spark.testing.faulty_endpoint import FaultyEndpoint
 
@@ -51,7 +52,7 @@ def test_a_key_stored_twice_reads_as_its_first_answer(tmp_path):
 def test_endpoint_down_names_the_url_and_the_embedded_fix():
     down = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": "http://127.0.0.1:9/v1"})
     with pytest.raises(EndpointUnavailableError) as err:
-        check_endpoint(down, timeout=2)
+        preflight(down, timeout=2)
     assert "http://127.0.0.1:9/v1" in str(err.value) and "apwa-spark serve" in str(err.value)
 
 
@@ -144,10 +145,10 @@ def test_a_job_on_a_remote_master_without_base_url_warns_that_executors_cannot_r
     with caplog.at_level("WARNING", logger="apwa_spark.endpoint"):
         with job_endpoint(Settings.load(env={}), "yarn") as started:
             assert started.llm.base_url.startswith("http://127.0.0.1:")
-            check_endpoint(started)  # it answers
+            preflight(started)  # it answers
             assert any("spark.master is yarn" in r.getMessage() and "spark.apwa.llm.baseUrl" in r.getMessage()
                        for r in caplog.records)
             caplog.clear()
             with job_endpoint(started, "yarn") as configured:  # a configured baseUrl is checked and kept, no warning
-                assert configured is started
+                assert configured.llm.base_url == started.llm.base_url and configured.llm.prompt_style == "completion"
             assert not caplog.records

@@ -145,6 +145,23 @@ def test_failing_cell_names_the_notebook_and_the_cell(tmp_path):
     executed = nbformat.read(saved, 4)  # the executed notebook is kept, outputs included
     assert "rows: 3" in notebook_outputs(executed)
     assert any(o.output_type == "error" for o in executed.cells[3].outputs)
+    # the kernel, and with it the notebook's Spark JVM, is gone once the run ends, failed or not
+    assert _kernels() == [], _kernels()
+
+
+def _kernels() -> list[str]:
+    """This process's child ipykernel processes still running."""
+    import psutil
+
+    running = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            line = " ".join(child.cmdline())
+            if "ipykernel_launcher" in line and child.status() != psutil.STATUS_ZOMBIE:
+                running.append(line)
+        except psutil.Error:  # gone meanwhile
+            pass
+    return running
 
 
 @pytest.mark.model

@@ -7,8 +7,9 @@ from pydantic import BaseModel
 from pyspark.sql.types import ArrayType, LongType, StringType, StructField, StructType
 
 from apwa_spark.llm.json_schema import BOUNDED_ARRAY_ITEMS, bounded_by_tokens
-from apwa_spark.plan.compiler import META_SCHEMA
-from apwa_spark.plan.ir import Cardinality, ChunkStep, Plan, PlanError
+from apwa_spark.plan.udf import META_SCHEMA
+from apwa_spark.plan.ir import Cardinality, Plan, PlanError
+from apwa_spark.steps.chunk import ChunkStep
 from apwa_spark.plan.metadata import table_metadata
 from apwa_spark.plan.run import run_plan
 from apwa_spark.plan.schema import SchemaError, json_schema_to_spark

@@ -10,7 +10,7 @@ from pyspark.sql.types import StringType
 
 from apwa_spark.llm.client import LLMClient
 from apwa_spark.plan import agents
-from apwa_spark.plan.compiler import META_SCHEMA
+from apwa_spark.plan.udf import META_SCHEMA
 from apwa_spark.plan.ir import Plan, PlanError
 from apwa_spark.plan.run import run_plan
 from apwa_spark.tools import ENTRY_POINT_GROUP, registry

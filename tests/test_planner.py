@@ -124,6 +124,9 @@ def test_garbage_answers_end_in_an_error_showing_the_query_and_answer(reviews, s
     assert proxy.requests == 2  # the kind stage: one answer and the client's one JSON repair
     assert "Classify each review" in str(err.value) and "Table the planner saw" in str(err.value)
     assert "unterminated" in str(err.value) or "InvalidJSON" in str(err.value)
+    # the error echoes no row text: neither sample values (e-mails, phones, words of a row) nor the rows
+    for value in ("@example.com", "555-201-33", "Ann Lee", "the soup was", SECRET_TAIL):
+        assert value not in str(err.value), value
 
 
 def test_one_function_per_step_kind_skips_the_planner(reviews, settings, tmp_path):

@@ -32,7 +32,9 @@ FAULT_MIX_20 = dict(http_429=0.04, http_500=0.04, stall=0.04, truncated=0.04, no
 
 
 def _via(settings, proxy, **keys):
-    return settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url, **keys})
+    """``settings`` pointed at ``proxy``, which fronts the same server: it keeps that server's slots."""
+    slots = {"spark.apwa.llm.serverSlots": str(settings.llm.server_slots)} if settings.llm.server_slots else {}
+    return settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url, **slots, **keys})
 
 
 def _level_rows(spark, run, prefix):
@@ -42,8 +44,8 @@ def _level_rows(spark, run, prefix):
 # ---- faults in the Spark job -------------------------------------------------------------------------
 
 def test_20_percent_faults_with_retries_every_row_once_and_95_percent_ok(spark, settings, endpoint, small_play, tmp_path):
-    with FaultyEndpoint(endpoint.base_url, seed=7, retry_after=0.2, stall_seconds=25, **FAULT_MIX_20) as proxy:
-        local = _via(settings, proxy, **{"spark.apwa.llm.maxRetries": "5", "spark.apwa.llm.timeout": "20"})
+    with FaultyEndpoint(endpoint.base_url, seed=7, retry_after=0.2, stall_seconds=65, **FAULT_MIX_20) as proxy:
+        local = _via(settings, proxy, **{"spark.apwa.llm.maxRetries": "5", "spark.apwa.llm.timeout": "60"})
         run = summarize_play(str(small_play), tmp_path, spark, local)
     assert sum(proxy.faults.values()) > 0, proxy.faults
     chunks = read_delta(spark, tmp_path / "chunks").toPandas()
@@ -52,12 +54,13 @@ def test_20_percent_faults_with_retries_every_row_once_and_95_percent_ok(spark, 
     llm_rows = level0[level0["error_class"] != "EmptyInput"]  # the empty scene is bad input, not a fault
     assert (llm_rows["status"] == "ok").mean() >= 0.95, llm_rows[["node_id", "error"]]
     assert llm_rows["llm_calls"].sum() > len(llm_rows)  # the faults cost retries, counted per row
-    assert run.root["status"] == "ok"
+    # the root states the inputs it leaves out: the empty scene and any row the faults left failed
+    assert run.root["status"] == "partial" and run.root["failed_inputs"] >= (level0["status"] == "error").sum()
 
 
 def test_20_percent_faults_without_retries_fail_rows_not_the_job(spark, settings, endpoint, small_play, tmp_path):
-    with FaultyEndpoint(endpoint.base_url, seed=3, retry_after=0.2, stall_seconds=25, **FAULT_MIX_20) as proxy:
-        local = _via(settings, proxy, **{"spark.apwa.llm.maxRetries": "0", "spark.apwa.llm.timeout": "20"})
+    with FaultyEndpoint(endpoint.base_url, seed=3, retry_after=0.2, stall_seconds=65, **FAULT_MIX_20) as proxy:
+        local = _via(settings, proxy, **{"spark.apwa.llm.maxRetries": "0", "spark.apwa.llm.timeout": "60"})
         run = summarize_play(str(small_play), tmp_path, spark, local)
     chunks = read_delta(spark, tmp_path / "chunks").count()
     level0 = read_delta(spark, tmp_path / "chunk").toPandas()
@@ -161,6 +164,7 @@ def test_api_key_appears_in_no_log_table_manifest_or_event_log(endpoint, tmp_pat
     events.mkdir()
     out = subprocess.run(
         [str(BIN / "spark-submit"), "--master", "local[2]", "--conf", "spark.eventLog.enabled=true",
+         "--conf", "spark.eventLog.compress=false",  # Spark 4 writes zstd by default: a byte search would see nothing
          "--conf", f"spark.eventLog.dir={events}", "--conf", f"spark.apwa.llm.apiKey={key}",
          "--conf", f"spark.apwa.llm.baseUrl={endpoint.base_url}", "--conf", f"spark.apwa.run.registry={tmp_path / 'registry'}",
          "jobs/summarize.py", "--play", "macbeth", "--max-scenes", "1", "--output", str(tmp_path / "out"),
@@ -171,7 +175,11 @@ def test_api_key_appears_in_no_log_table_manifest_or_event_log(endpoint, tmp_pat
     assert key.encode() not in out.stdout + out.stderr
     hits = [p for p in tmp_path.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
     assert hits == []
-    assert any(events.iterdir())  # the event log was written, and searched
+    # Spark 4 may roll event logs into a folder per app, beside an empty `appstatus_*` marker; Hadoop's
+    # local file system writes a hidden `.<name>.crc` checksum beside each file
+    logs = [p.read_bytes() for p in events.rglob("*")
+            if p.is_file() and not p.name.startswith(("appstatus", ".")) and p.suffix != ".crc"]
+    assert logs and all(b"spark.apwa.llm.apiKey" in log for log in logs)  # plain text, with the entry redacted
 
 
 # ---- bad input, per row ------------------------------------------------------------------------------------

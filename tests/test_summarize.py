@@ -9,7 +9,8 @@ from deltalake import DeltaTable
 
 from apwa_spark.delta import read_delta
 from apwa_spark.runs import CACHE
-from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, pack_children, summarize_play, summarize_plays
+from apwa_spark.hierarchy import pack_children
+from apwa_spark.summarize import NODE_SCHEMA, iter_lineage, summarize_play, summarize_plays
 
 pytestmark = pytest.mark.model
 
@@ -31,6 +32,13 @@ def test_every_level_is_a_delta_table_that_reads_back_the_same(spark, run):
     names = [l.table for l in run.levels]
     assert names[:3] == ["chunks", "chunk", "scene_r1"]
     assert names[-1].startswith("play_r")
+
+
+def test_the_response_cache_has_change_data_feed_on_like_every_table(spark, run):
+    cache = f"{run.output}/{CACHE}"
+    assert DeltaTable(cache).metadata().configuration.get("delta.enableChangeDataFeed") == "true"
+    changes = spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", 0).load(cache)
+    assert changes.filter("_change_type = 'insert'").count() == DeltaTable(cache).to_pyarrow_table().num_rows > 0
 
 
 def test_row_counts_per_level(spark, run):
@@ -79,13 +87,21 @@ def test_rows_carry_provenance(spark, run, settings):
         assert df["template_hash"].str.len().eq(16).all()
         assert df["plan_id"].str.len().eq(16).all() and df["run_id"].eq(run.run_id).all()
         assert df["endpoint_host"].str.startswith("127.0.0.1:").all()
-        assert df["status"].isin(["ok", "error"]).all()
+        assert df["status"].isin(["ok", "partial", "error"]).all()
         called = df[df["llm_calls"] > 0]
         assert (called["prompt_tokens"] > 0).all() and (called["completion_tokens"] > 0).all()
 
 
-def test_root_is_one_ok_play_summary(run):
-    assert run.root["level"] == "play" and run.root["status"] == "ok"
+def test_root_is_one_play_summary_that_states_the_empty_scene_it_leaves_out(spark, run):
+    # the slice's empty scene is the one failed input: its scene node is an error, and every
+    # ancestor is `partial` with the count (the engine's failure policy), never silently `ok`
+    assert run.root["level"] == "play" and run.root["status"] == "partial"
+    assert run.root["failed_inputs"] == 1 and run.root["error_class"] == "ChildrenFailed"
+    scene = _table(spark, run, "scene_r1").filter("scene_id = 'romeo-slice/ACT II/SCENE I'").first()
+    assert scene.status == "error" and scene.failed_inputs == 1 and "ChildrenFailed: all 1 children" in scene.error
+    acts = {r.act: r for r in _table(spark, run, [l.table for l in run.levels if l.table.startswith("act_r")][-1]).collect()}
+    assert acts["ACT I"].status == "ok" and acts["ACT I"].failed_inputs == 0
+    assert acts["ACT II"].status == "partial" and acts["ACT II"].failed_inputs == 1
     assert run.summary and run.summary.startswith("In this ")
     assert "| chunk |" in run.table()
 

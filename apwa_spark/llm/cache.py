@@ -5,17 +5,20 @@ generation parameters and output schema. Only ``ok`` answers are stored, so a re
 failed and reuses what was paid for. Spark tasks append to the table themselves as their calls
 finish (delta-rs; concurrent blind appends are retried on commit conflicts), many answers per
 commit, so a job killed mid-run loses only the calls in flight or not yet committed: at most
-``llm.concurrency + cache.maxUncommitted`` per task.
+``llm.concurrency + cache.maxUncommitted`` per task. The table may be on an object store
+(``s3a://bucket/run/_llm_cache``): executors reach it with the job's delta-rs ``storage_options``;
+on Databricks a ``dbfs:/`` cache is opened through the ``/dbfs`` mount (:func:`~apwa_spark.storage.deltars_uri`).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from apwa_spark.storage import deltars_uri
 
 SCHEMA = pa.schema([
     ("key", pa.string()),
@@ -26,13 +29,24 @@ SCHEMA = pa.schema([
     ("created_ms", pa.int64()),
 ])
 COMMIT_TRIES = 8
+#: Table properties of a new cache table: Change Data Feed on, as on every table apwa-spark writes.
+PROPERTIES = {"delta.enableChangeDataFeed": "true"}
 
 
 class ResponseCache:
-    """Read and append cached completions at ``path`` (a Delta table, created on first write)."""
+    """Read and append cached completions at ``path`` (a Delta table, created on first write).
 
-    def __init__(self, path: str | Path):
-        self.path = str(Path(path).resolve())
+    Args:
+        path: local path or URI of the table.
+        storage_options: delta-rs options for an object-store ``path`` (credentials: kept out of ``repr``).
+    """
+
+    def __init__(self, path: str, storage_options: Mapping[str, str] | None = None):
+        self.path = deltars_uri(path)
+        self._options = dict(storage_options or {}) or None
+
+    def __repr__(self) -> str:
+        return f"ResponseCache({self.path!r})"
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         """key ──► cached row (``text``, ``prompt_tokens``, ``completion_tokens``) for the keys present.
@@ -43,16 +57,17 @@ class ResponseCache:
         from deltalake import DeltaTable
 
         keys = list(set(keys))
-        if not keys or not DeltaTable.is_deltatable(self.path):
+        if not keys or not DeltaTable.is_deltatable(self.path, storage_options=self._options):
             return {}
-        table = DeltaTable(self.path).to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
+        table = DeltaTable(self.path, storage_options=self._options).to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
         found: dict[str, dict] = {}
         for row in table.sort_by([("created_ms", "ascending"), ("text", "ascending")]).to_pylist():
             found.setdefault(row["key"], row)
         return found
 
     def put_many(self, rows: list[tuple[str, str, str, int, int]]) -> None:
-        """Append (key, text, model, prompt_tokens, completion_tokens) rows in one commit."""
+        """Append (key, text, model, prompt_tokens, completion_tokens) rows in one commit (a new table
+        gets :data:`PROPERTIES`; delta-rs leaves an existing table's properties as they are)."""
         from deltalake import write_deltalake
         from deltalake.exceptions import CommitFailedError
 
@@ -63,15 +78,15 @@ class ResponseCache:
             [dict(zip(SCHEMA.names, (*row, now))) for row in rows], schema=SCHEMA)
         for attempt in range(COMMIT_TRIES):
             try:
-                write_deltalake(self.path, table, mode="append")
+                write_deltalake(self.path, table, mode="append", storage_options=self._options, configuration=PROPERTIES)
                 return
             except CommitFailedError:  # another task committed the same version first
                 time.sleep(0.05 * (attempt + 1))
-        write_deltalake(self.path, table, mode="append")
+        write_deltalake(self.path, table, mode="append", storage_options=self._options, configuration=PROPERTIES)
 
     def compact(self) -> None:
         """Merge the many small files that per-call appends leave (driver, at job end)."""
         from deltalake import DeltaTable
 
-        if DeltaTable.is_deltatable(self.path):
-            DeltaTable(self.path).optimize.compact()
+        if DeltaTable.is_deltatable(self.path, storage_options=self._options):
+            DeltaTable(self.path, storage_options=self._options).optimize.compact()

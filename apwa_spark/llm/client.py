@@ -13,7 +13,9 @@ own (``max_retries``, ``timeout``). On top of it this module adds what a Spark t
 * token usage per call, from the endpoint's ``usage`` (its own tokenizer),
 * errors as data: every task gets a :class:`Completion` with ``status`` ``ok`` or ``error``;
   nothing raises per row,
-* the prompt style chosen by configuration (:mod:`apwa_spark.llm.prompts`).
+* the prompt style chosen by configuration (:mod:`apwa_spark.llm.prompts`), and what differs
+  between endpoint kinds (auth headers, token counting, structured output) from
+  :mod:`apwa_spark.llm.endpoints`.
 
 One client is made per batch of rows (a pandas UDF call), never per row.
 """
@@ -25,31 +27,24 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
-import math
 from dataclasses import dataclass
-from typing import Any, Coroutine, Sequence, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Coroutine, Mapping, Sequence, TypeVar
 
-import httpx
 import jsonschema
 import openai
 
 from apwa_spark.config import Settings
+from apwa_spark.llm import endpoints
 from apwa_spark.llm.cache import ResponseCache
-from apwa_spark.llm.prompts import Task, cache_key, clean_text, render_chat, render_completion
+from apwa_spark.llm.endpoints import EndpointUnavailableError
+from apwa_spark.llm.prompts import Task, cache_key, render_chat, render_completion
 from apwa_spark.llm.ratelimit import RateLimiter
 from apwa_spark.llm.json_schema import bounded_by_tokens
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-#: Characters per token assumed where the endpoint has no ``/tokenize`` (conservative for English:
-#: Gemma's tokenizer gave about 3.6 characters per token on Shakespeare here).
-FALLBACK_CHARS_PER_TOKEN = 3.0
-
-
-class EndpointUnavailableError(RuntimeError):
-    """The configured LLM endpoint cannot be reached."""
+__all__ = ["Completion", "EndpointUnavailableError", "LLMClient", "repair_task", "run_sync"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +97,7 @@ class LLMClient:
         settings: endpoint, concurrency, retries, limits and cache location.
         tasks: Spark tasks that may run at once in this job; each client takes ``1/tasks`` of the
             job's ``llm.rpm`` / ``llm.tpm`` budgets.
+        cache_options: delta-rs storage options of an object-store response cache (``cache.path``).
 
     Example::
 
@@ -110,13 +106,14 @@ class LLMClient:
         c.status, c.text, c.prompt_tokens
     """
 
-    def __init__(self, settings: Settings, tasks: int = 1):
+    def __init__(self, settings: Settings, tasks: int = 1, cache_options: Mapping[str, str] | None = None):
         if not settings.llm.base_url:
             raise ValueError("LLMClient needs spark.apwa.llm.baseUrl (start the embedded endpoint first)")
         self.settings = settings
         self.base_url = settings.llm.base_url.rstrip("/")
         self.tasks = tasks
-        self.cache = ResponseCache(settings.cache.path) if settings.cache.enabled and settings.cache.path else None
+        self.cache = (ResponseCache(settings.cache.path, cache_options)
+                      if settings.cache.enabled and settings.cache.path else None)
 
     @property
     def concurrency(self) -> int:
@@ -134,35 +131,26 @@ class LLMClient:
         return run_sync(self.acomplete(tasks))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        """Token counts of ``texts`` by the endpoint's own tokenizer (llama.cpp ``/tokenize``).
-
-        Falls back to ``ceil(chars / 3.0)`` where the endpoint has no tokenizer route.
+        """Token counts of ``texts`` by the endpoint's own tokenizer (llama.cpp and vLLM ``/tokenize``),
+        :attr:`concurrency` requests at a time; ``ceil(chars / 3.0)`` where the endpoint kind has no
+        tokenizer route or counting fails (:func:`apwa_spark.llm.endpoints.count_tokens`). Never raises.
         """
-        url = _server_root(self.base_url) + "/tokenize"
-        counts = []
-        with httpx.Client(timeout=self.settings.llm.timeout) as http:
-            for text in texts:
-                response = http.post(url, json={"content": clean_text(text)})
-                if response.status_code == 404:
-                    return [math.ceil(len(t) / FALLBACK_CHARS_PER_TOKEN) for t in texts]
-                response.raise_for_status()
-                counts.append(len(response.json()["tokens"]))
-        return counts
+        return run_sync(endpoints.count_tokens(self.settings, texts, self.concurrency))
 
     # ---- async core ------------------------------------------------------------------------------
     async def acomplete(self, tasks: Sequence[Task]) -> list[Completion]:
         llm = self.settings.llm
         params = {"temperature": llm.temperature, "seed": llm.seed, "frequency_penalty": llm.frequency_penalty}
-        keys = [cache_key(task, llm.prompt_style, llm.model, params) for task in tasks]
+        keys = [cache_key(task, endpoints.prompt_style(llm), llm.model, params) for task in tasks]
         unique = {key: task for key, task in zip(keys, tasks)}
-        cached = await asyncio.to_thread(self.cache.get_many, unique) if self.cache else {}
+        readable = [key for key, task in unique.items() if task.cacheable]  # uncacheable: never read nor written
+        cached = await asyncio.to_thread(self.cache.get_many, readable) if self.cache and readable else {}
         to_send = {key: task for key, task in unique.items() if key not in cached}
         recorder = _CacheRecorder(self.cache, llm.model, self.settings.cache.max_uncommitted)
         semaphore = asyncio.Semaphore(self.concurrency)
         limiter = RateLimiter(self.settings.llm.rpm, self.settings.llm.tpm, self.tasks)
         async with openai.AsyncOpenAI(
-            base_url=self.base_url,
-            api_key=self.settings.api_key(),
+            **endpoints.client_options(self.settings),
             timeout=self.settings.llm.timeout,
             max_retries=self.settings.llm.max_retries,
             http_client=openai.DefaultAioHttpClient() if llm.transport == "aiohttp" else None,
@@ -185,7 +173,7 @@ class LLMClient:
             result = await self._attempts(client, limiter, task)
             if task.json_schema is not None and result.error_class in REPAIRED:
                 result = _add_calls(await self._attempts(client, limiter, repair_task(task, result)), result.calls)
-            if result.status == "ok":
+            if result.status == "ok" and task.cacheable:
                 await recorder.record(key, result)
         return result
 
@@ -200,7 +188,7 @@ class LLMClient:
             try:
                 text, usage, finish, retries = await self._request(client, task)
             except RETRIED_BY_OPENAI as exc:
-                where = f"cannot reach {self.base_url}: " if isinstance(exc, openai.APIConnectionError) else ""
+                where = f"cannot reach {endpoints.host_of(self.settings)}: " if isinstance(exc, openai.APIConnectionError) else ""
                 return Completion.failed(f"{type(exc).__name__}: {where}{_short(exc)}", calls=calls + llm.max_retries + 1)
             except openai.APIStatusError as exc:  # other 4xx: not retryable (bad request, schema rejected, auth)
                 return Completion.failed(f"{type(exc).__name__}: {_short(exc)}", calls=calls + 1)
@@ -214,32 +202,31 @@ class LLMClient:
     async def _request(self, client: openai.AsyncOpenAI, task: Task) -> tuple[str, Any, str | None, int]:
         """(completion text, usage, finish reason, retries the openai client took) of one request."""
         llm = self.settings.llm
+        style = endpoints.prompt_style(llm)
+        strict = task.json_schema is not None and endpoints.uses_strict(llm, style)
         params: dict[str, Any] = dict(
             model=llm.model,
-            max_tokens=task.max_tokens,
+            max_tokens=task.max_tokens + (endpoints.strict_overhead(task.json_schema) if strict else 0),
             temperature=llm.temperature,
             frequency_penalty=llm.frequency_penalty,
         )
         if llm.seed is not None:
             params["seed"] = llm.seed
-        if llm.prompt_style == "completion":
+        structured = endpoints.structured_params(llm, style, task.json_schema) if task.json_schema else {}
+        if style == "completion":
             prompt, stop = render_completion(task)
-            extra = {"json_schema": task.json_schema} if task.json_schema else None
             stop = None if task.json_schema else stop  # the grammar ends the output; a stop could cut the JSON
-            raw = await client.completions.with_raw_response.create(prompt=prompt, stop=stop, extra_body=extra, **params)
+            raw = await client.completions.with_raw_response.create(prompt=prompt, stop=stop, **structured, **params)
             response = raw.parse()
             choice_text = response.choices[0].text
             if isinstance(choice_text, str) and task.template.answer_prefix:
                 choice_text = task.template.answer_prefix + choice_text
         else:
-            if task.json_schema:
-                params["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": task.json_schema, "strict": True},
-                }
-            raw = await client.chat.completions.with_raw_response.create(messages=render_chat(task), **params)
+            raw = await client.chat.completions.with_raw_response.create(messages=render_chat(task), **structured, **params)
             response = raw.parse()
             choice_text = response.choices[0].message.content
+            if isinstance(choice_text, str) and strict:
+                choice_text = endpoints.from_strict(choice_text, task.json_schema)
         if not isinstance(choice_text, str):
             raise ValueError(f"endpoint returned no completion text (got {type(choice_text).__name__})")
         return choice_text, response.usage, response.choices[0].finish_reason, raw.retries_taken
@@ -352,32 +339,6 @@ def _duplicate_of(result: Completion) -> Completion:
 def _short(exc: Exception, limit: int = 500) -> str:
     message = str(exc)
     return message if len(message) <= limit else message[:limit] + "…"
-
-
-def _server_root(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    path = parts.path[: -len("/v1")] if parts.path.endswith("/v1") else parts.path
-    return f"{parts.scheme}://{parts.netloc}{path}"
-
-
-def check_endpoint(settings: Settings, timeout: float = 5.0) -> None:
-    """Fail fast when the configured endpoint is down.
-
-    Raises:
-        EndpointUnavailableError: naming the URL and how to start the embedded endpoint.
-    """
-    url = settings.llm.base_url
-    try:
-        response = httpx.get(f"{url.rstrip('/')}/models", timeout=timeout,
-                             headers={"Authorization": f"Bearer {settings.api_key()}"})
-        if response.status_code >= 500:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request, response=response)
-    except httpx.HTTPError as exc:
-        raise EndpointUnavailableError(
-            f"LLM endpoint {url} is not reachable ({type(exc).__name__}: {exc}). Start it, or run the "
-            "embedded one with `apwa-spark serve`, or unset spark.apwa.llm.baseUrl / APWA_LLM_BASE_URL "
-            "so the job starts the embedded endpoint itself."
-        ) from None
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -61,12 +61,15 @@ class Task:
         input: the row's text (already expanded from its placeholders).
         max_tokens: completion cap, tokens.
         json_schema: when set, the completion must be a JSON value matching it.
+        cacheable: False keeps the call out of the response cache, read and write (the redact step's
+            name calls: their prompts and answers hold PII).
     """
 
     template: Template
     input: str
     max_tokens: int
     json_schema: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    cacheable: bool = True
 
 
 def clean_text(text: str) -> str:

@@ -2,8 +2,10 @@
 
 A :class:`Plan` is an ordered list of steps; each step reads columns of the table as it stands
 after the steps before it and adds (or, for ``filter`` and ``chunk``, selects or explodes) rows and
-columns. Plans serialize to JSON and YAML and carry ``version``; a plan from a newer IR version is
-rejected with a clear error.
+columns. Each step's config is the pydantic model of its kind, found in the step-kind registry
+(:func:`apwa_spark.plan.step.step_kinds`: one module per kind in :mod:`apwa_spark.steps`). Plans
+serialize to JSON and YAML and carry ``version``; a plan from a newer IR version is rejected with a
+clear error.
 
 Templates name columns with placeholders, ``{text}``. :meth:`Plan.check` validates every step
 against the input schema before anything runs: an unknown placeholder or column is an error that
@@ -12,202 +14,18 @@ names it and lists the columns.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
-import string
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
+
+from apwa_spark.plan.step import Cardinality, PlanError, StepConfig, placeholders, step_kind, step_kinds
+
+__all__ = ["IR_VERSION", "Cardinality", "Plan", "PlanError", "PlanProvenance", "placeholders"]
 
 IR_VERSION = 1
-
-
-class PlanError(ValueError):
-    """A plan that cannot run: the message says what is wrong and what was expected."""
-
-
-class Cardinality(str, enum.Enum):
-    """Rows out per row in (DocETL's operator cardinalities); a promise the tests check."""
-
-    ONE_TO_ONE = "one-to-one"
-    SELECTION = "selection"
-    ONE_TO_MANY = "one-to-many"
-    MANY_TO_ONE = "many-to-one"
-
-
-def placeholders(template: str) -> list[str]:
-    """Column names a template's ``{placeholders}`` refer to, in order of first use.
-
-    Raises:
-        PlanError: a malformed template (unbalanced braces, positional ``{}``).
-    """
-    try:
-        names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
-    except ValueError as exc:
-        raise PlanError(f"malformed template {template!r}: {exc}") from None
-    if "" in names:
-        raise PlanError(f"template {template!r} has an empty placeholder {{}}; name a column, e.g. {{text}}")
-    return list(dict.fromkeys(names))
-
-
-class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field("", description="step name, for provenance; defaults to <kind><index>")
-
-    def reads(self) -> list[str]:
-        """Columns the step reads."""
-        return []
-
-    def writes(self) -> list[str]:
-        """Columns the step adds."""
-        return []
-
-
-class _TemplateStep(_Step):
-    template: str = Field(..., description="subtask template with {column} placeholders")
-    max_tokens: int = Field(128, ge=1, le=8192, description="completion cap per row, tokens")
-
-    @field_validator("template")
-    @classmethod
-    def _has_placeholder(cls, value: str) -> str:
-        if not placeholders(value):
-            raise ValueError(f"template {value!r} names no column; add a placeholder such as {{text}}")
-        return value
-
-    def reads(self) -> list[str]:
-        return placeholders(self.template)
-
-
-class MapStep(_TemplateStep):
-    """Template ──► a new free-text column (one-to-one)."""
-
-    kind: Literal["map"] = "map"
-    output: str = Field(..., description="new column")
-    cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
-
-    def writes(self) -> list[str]:
-        return [self.output]
-
-
-class FilterStep(_TemplateStep):
-    """Predicate template ──► keep the rows the executor agent answers true for (selection)."""
-
-    kind: Literal["filter"] = "filter"
-    max_tokens: int = 4
-    cardinality: ClassVar[Cardinality] = Cardinality.SELECTION
-
-
-class ClassifyStep(_TemplateStep):
-    """Template + closed label set ──► a label column, always one of ``labels`` (one-to-one).
-
-    ``batch_rows > 1`` compiles to ``mapInPandas``: one executor-agent call labels up to
-    ``batch_rows`` rows of a partition at once (a numbered list in, a JSON array of labels out).
-    """
-
-    kind: Literal["classify"] = "classify"
-    labels: list[str] = Field(..., min_length=2, description="the allowed labels")
-    output: str = "label"
-    max_tokens: int = 16
-    batch_rows: int = Field(1, ge=1, le=64, description="rows per LLM call; > 1 runs per partition (mapInPandas)")
-    cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
-
-    @field_validator("labels")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value) or any(not v.strip() for v in value):
-            raise ValueError(f"labels must be distinct and non-empty, got {value}")
-        return value
-
-    def writes(self) -> list[str]:
-        return [self.output]
-
-
-class ExtractStep(_TemplateStep):
-    """Template + JSON schema of an object ──► a typed struct column (one-to-one)."""
-
-    kind: Literal["extract"] = "extract"
-    output_schema: dict[str, Any] = Field(..., description="JSON schema of an object")
-    output: str = "extracted"
-    max_tokens: int = 256
-    cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
-
-    @field_validator("output_schema")
-    @classmethod
-    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
-        from apwa_spark.plan.schema import json_schema_to_spark
-
-        json_schema_to_spark(value)  # raises SchemaError with the reason
-        return value
-
-    def writes(self) -> list[str]:
-        return [self.output]
-
-
-#: the redact step's tools unless a plan names others: rule detectors, and name candidates for the model.
-REDACT_TOOLS = ("pii_rules", "name_candidates")
-
-
-class RedactStep(_Step):
-    """Entity types ──► redacted text plus the spans found (one-to-one). Detector tools from the
-    capability registry find structured entities; the model, when ``use_model``, finds names,
-    choosing among the strings of a ``candidates`` tool (``name_candidates``) when one is listed."""
-
-    kind: Literal["redact"] = "redact"
-    column: str = "text"
-    entities: list[str] = Field(default_factory=lambda: ["person", "email", "phone", "address", "id_number"])
-    tools: list[str] = Field(default_factory=lambda: list(REDACT_TOOLS))
-    use_model: bool = True
-    output: str = "redacted"
-    cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
-
-    def reads(self) -> list[str]:
-        return [self.column]
-
-    def writes(self) -> list[str]:
-        return [self.output, f"{self.output}_spans"]
-
-
-class ChunkStep(_Step):
-    """Split long text into ordered pieces, by size or at Markdown headings (one-to-many, explode)."""
-
-    kind: Literal["chunk"] = "chunk"
-    column: str = "text"
-    max_chars: int = Field(4000, ge=16)
-    by_headings: bool = False
-    output: str = "chunk"
-    cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_MANY
-
-    def reads(self) -> list[str]:
-        return [self.column]
-
-    def writes(self) -> list[str]:
-        return [self.output, f"{self.output}_index"]
-
-
-class ReduceStep(_TemplateStep):
-    """Group keys + template + token budget ──► one row per group, by multi-round hierarchical
-    reduce over Delta tables (many-to-one). The template's placeholder names the text column."""
-
-    kind: Literal["reduce"] = "reduce"
-    group_by: list[str] = Field(default_factory=list, description="group keys; empty: the whole table")
-    order_by: str | None = Field(None, description="document order of the children")
-    token_budget: int = Field(1200, ge=64)
-    output: str = "summary"
-    cardinality: ClassVar[Cardinality] = Cardinality.MANY_TO_ONE
-
-    def reads(self) -> list[str]:
-        return placeholders(self.template) + self.group_by + ([self.order_by] if self.order_by else [])
-
-    def writes(self) -> list[str]:
-        return [self.output]
-
-
-Step = Annotated[Union[MapStep, FilterStep, ClassifyStep, ExtractStep, RedactStep, ChunkStep, ReduceStep],
-                 Field(discriminator="kind")]
-STEP_KINDS = ("map", "filter", "classify", "extract", "redact", "chunk", "reduce")
 
 
 class PlanProvenance(BaseModel):
@@ -245,8 +63,24 @@ class Plan(BaseModel):
 
     version: int = IR_VERSION
     query: str = ""
-    steps: list[Step] = Field(..., min_length=1)
+    steps: list[SerializeAsAny[StepConfig]] = Field(..., min_length=1)
     provenance: PlanProvenance | None = Field(None, description="set by the planner; not part of plan_id")
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _step_configs(cls, value: Any) -> Any:
+        """Each step (a dict or a config) ──► the config model of its kind, from the registry."""
+        if not isinstance(value, list):
+            return value
+        out = []
+        for i, step in enumerate(value):
+            if isinstance(step, StepConfig):
+                out.append(step)
+            elif isinstance(step, dict) and "kind" in step:
+                out.append(step_kind(str(step["kind"])).config.model_validate(step))
+            else:
+                raise ValueError(f"step {i} needs a 'kind', one of: {', '.join(sorted(step_kinds()))}")
+        return out
 
     @field_validator("version")
     @classmethod
@@ -260,7 +94,7 @@ class Plan(BaseModel):
         """sha256 (16 hex digits) of the plan's JSON, without ``provenance``."""
         return hashlib.sha256(self.model_dump_json(exclude={"provenance"}).encode()).hexdigest()[:16]
 
-    def named_steps(self) -> list[tuple[str, Step]]:
+    def named_steps(self) -> list[tuple[str, StepConfig]]:
         """(name, step) pairs; unnamed steps are called ``<kind><index>``."""
         return [(s.name or f"{s.kind}{i}", s) for i, s in enumerate(self.steps)]
 
@@ -279,10 +113,7 @@ class Plan(BaseModel):
             for tool in getattr(step, "tools", []):
                 if tools is not None and tool not in tools:
                     raise PlanError(f"step {name!r} uses unknown tool {tool!r}; registered tools: {sorted(tools)}")
-            if isinstance(step, ReduceStep):
-                available = step.group_by + step.writes()
-            else:
-                available += [c for c in step.writes() if c not in available]
+            available = step.columns_after(available)
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -305,5 +136,14 @@ class Plan(BaseModel):
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        """The plan's JSON schema (the planner's response format)."""
-        return TypeAdapter(cls).json_schema()
+        """The plan's JSON schema (the planner's response format): ``steps`` items are one of the
+        registered kinds' configs (``$defs`` by class name)."""
+        defs: dict[str, Any] = {}
+        for kind in step_kinds().values():
+            schema = kind.config.model_json_schema(ref_template="#/$defs/{model}")
+            defs.update(schema.pop("$defs", {}))
+            defs[kind.config.__name__] = schema
+        steps = {"oneOf": [{"$ref": f"#/$defs/{k.config.__name__}"} for k in step_kinds().values()]}
+        return {"$defs": defs, "type": "object", "additionalProperties": False, "required": ["steps"],
+                "properties": {"version": {"type": "integer", "default": IR_VERSION}, "query": {"type": "string"},
+                               "steps": {"type": "array", "items": steps, "minItems": 1}}}

@@ -27,13 +27,15 @@ class TableMetadata(BaseModel):
     rows: int
     columns: list[ColumnInfo]
 
-    def render(self) -> str:
-        """A few lines for a prompt: ``name (type): nulls, ~distinct, lengths, samples``."""
+    def render(self, samples: bool = True) -> str:
+        """A few lines for a prompt: ``name (type): nulls, ~distinct, lengths, samples``.
+
+        ``samples=False`` leaves the sample values out (error messages: they are row text)."""
         lines = [f"rows: {self.rows}"]
         for c in self.columns:
             lengths = f", text length p10/p50/p90 {c.length_quantiles}" if c.length_quantiles else ""
-            samples = "; ".join(repr(s) for s in c.samples)
-            lines.append(f"- {c.name} ({c.type}): {c.nulls} nulls, ~{c.distinct_estimate} distinct{lengths}; e.g. {samples}")
+            shown = "; e.g. " + "; ".join(repr(s) for s in c.samples) if samples else ""
+            lines.append(f"- {c.name} ({c.type}): {c.nulls} nulls, ~{c.distinct_estimate} distinct{lengths}{shown}")
         return "\n".join(lines)
 
 

@@ -6,7 +6,7 @@ Planning is decomposed into small grammar-constrained choices, because the embed
 
 1. **Kind stage.** The model names the request's *action* (``translate``, ``keep``, ``classify``,
    ``extract``, ``hide``, ``split``, ``summarize all`` …), constrained to the keys of
-   :data:`ACTIONS`, after few-shot ``Request: … / Action: …`` pairs that come first in the prompt
+   :func:`actions` (each step kind's spec), after few-shot ``Request: … / Action: …`` pairs that come first in the prompt
    and are byte-identical across calls (the endpoint's prefix cache pays for them once). The
    action maps to a step kind. Measured on 22 development queries with the 270M model: naming an
    action word got 22/22 kinds right; naming the kind itself (``map``, ``redact`` …) got 13/22 at
@@ -42,56 +42,35 @@ from apwa_spark.llm.client import LLMClient
 from apwa_spark.llm.prompts import Task, Template
 from apwa_spark.plan.ir import Plan, PlanError, PlanProvenance
 from apwa_spark.plan.metadata import TableMetadata
-from apwa_spark.tools import ENTITY_ALIASES, registry
+from apwa_spark.plan.step import PlanningContext, step_kinds
+from apwa_spark.tools import registry
 
-#: action word the model may name ──► step kind.
-ACTIONS: dict[str, str] = {
-    "translate": "map", "rewrite": "map", "write": "map", "describe": "map", "shorten": "map", "answer": "map",
-    "keep": "filter", "drop": "filter", "only": "filter",
-    "classify": "classify", "label": "classify", "sort": "classify", "categorize": "classify", "tag": "classify",
-    "extract": "extract", "pull": "extract", "get": "extract", "give": "extract", "list": "extract",
-    "redact": "redact", "mask": "redact", "anonymize": "redact", "hide": "redact", "remove personal": "redact",
-    "split": "chunk", "cut": "chunk", "break": "chunk",
-    "summarize all": "reduce", "combine": "reduce", "merge": "reduce",
-}
-ACTION_EXAMPLES = [
-    ("Is each email spam or not spam?", "classify"),
-    ("Keep only the messages that mention a refund.", "keep"),
-    ("Extract the title and year of each document.", "extract"),
-    ("Hide names, e-mails and phone numbers.", "hide"),
-    ("Translate each text to French.", "translate"),
-    ("Split the documents into pieces of 2000 characters.", "split"),
-    ("Summarize all texts of each author into one summary.", "summarize all"),
-]
-ACTION_TEMPLATE = Template(
-    instruction="Name the action each request asks for.\n\n"
-    + "\n\n".join(f"Request: {q}\n\nAction: {a}" for q, a in ACTION_EXAMPLES),
-    cue="Action:",
-)
-
-#: per kind: few-shot (request, fields) pairs for the field stage.
-FIELD_EXAMPLES: dict[str, list[tuple[str, dict]]] = {
-    "classify": [("Is each email spam or not spam?", {"labels": ["spam", "not spam"]}),
-                 ("Sort the tickets into billing, bug or question.", {"labels": ["billing", "bug", "question"]})],
-    "extract": [("Extract the title and year of each document.", {"fields": ["title", "year"]}),
-                ("Get the name, age and city of each person as JSON.", {"fields": ["name", "age", "city"]})],
-    "redact": [("Hide names, e-mails and phone numbers.", {"entities": ["person", "email", "phone"]}),
-               ("Mask the IP addresses and card numbers.", {"entities": ["ip_address", "card_number"]})],
-    "chunk": [("Split the documents into pieces of 2000 characters.", {"max_chars": 2000, "by_headings": False}),
-              ("Cut each book into chapters at its headings.", {"max_chars": 4000, "by_headings": True})],
-    "reduce": [("Summarize all texts of each author into one summary.", {"group_by": "author"}),
-               ("Summarize the whole table into one summary.", {"group_by": "none"})],
-}
-FIELD_TEMPLATES = {
-    kind: Template(instruction="Fill in the fields each request asks for, as JSON.\n\n"
-                   + "\n\n".join(f"Request: {q}\n\nFields: {json.dumps(f)}" for q, f in examples), cue="Fields:")
-    for kind, examples in FIELD_EXAMPLES.items()
-}
-OUTPUTS = {"map": "result", "classify": "label", "extract": "extracted", "redact": "redacted", "chunk": "chunk",
-           "reduce": "summary"}
 STOPWORDS = set("""a an the and or of to in on at by for from with as into is are be each every all any this that these
 those it its their them they than then only one per into each its as json text texts row rows table""".split())
-ENTITIES = sorted(ENTITY_ALIASES)
+
+
+def planned_kinds() -> list:
+    """The step kinds the planner may pick (those with a planner spec), in prompt order (rank)."""
+    return sorted((k for k in step_kinds().values() if k.planner is not None), key=lambda k: (k.planner.rank, k.name))
+
+
+def actions() -> dict[str, str]:
+    """Action word the model may name ──► step kind, from every planned kind's spec."""
+    return {word: kind.name for kind in planned_kinds() for word in kind.planner.actions}
+
+
+def action_template() -> Template:
+    """The action stage's few-shot prompt: each planned kind's (request, action) examples."""
+    examples = [e for kind in planned_kinds() for e in kind.planner.examples]
+    return Template(instruction="Name the action each request asks for.\n\n"
+                    + "\n\n".join(f"Request: {q}\n\nAction: {a}" for q, a in examples), cue="Action:")
+
+
+def field_template(kind: str) -> Template:
+    """The field stage's few-shot prompt for ``kind``: its spec's (request, fields) examples."""
+    examples = step_kinds()[kind].planner.field_examples
+    return Template(instruction="Fill in the fields each request asks for, as JSON.\n\n"
+                    + "\n\n".join(f"Request: {q}\n\nFields: {json.dumps(f)}" for q, f in examples), cue="Fields:")
 
 
 def plan_schema(columns: list[str]) -> dict:
@@ -152,10 +131,14 @@ class _Staged:
 
     def __init__(self, query: str, metadata: TableMetadata, settings: Settings, client: LLMClient):
         self.query, self.metadata, self.settings, self.client = query, metadata, settings, client
-        self.free = settings.llm.prompt_style == "chat"
-        self.decided: dict[str, str] = {}
         self.answers: list[str] = []
         self.calls = 0
+        self.context = PlanningContext(
+            query=query, words=query_words(query), numbers=query_numbers(query),
+            columns={c.name: c.type for c in metadata.columns}, text_column=text_column(metadata),
+            free=settings.llm.prompt_style == "chat",
+            key_columns=[c.name for c in metadata.columns if c.distinct_estimate < max(metadata.rows, 2)])
+        self.decided = self.context.decided
 
     def ask(self, template: Template, text: str, schema: dict, max_tokens: int) -> Any:
         [c] = self.client.complete([Task(template, text, max_tokens, json_schema=schema)])
@@ -166,72 +149,25 @@ class _Staged:
         return json.loads(c.text)
 
     def kind(self) -> tuple[str, str]:
-        action = self.ask(ACTION_TEMPLATE, f"Request: {self.query}", {"type": "string", "enum": list(ACTIONS)}, 8)
+        words = actions()
+        action = self.ask(action_template(), f"Request: {self.query}", {"type": "string", "enum": list(words)}, 8)
         self.decided["kind"] = "model"
-        return action, ACTIONS[action]
-
-    def field_schema(self, kind: str) -> dict | None:
-        words, numbers = query_words(self.query), query_numbers(self.query)
-        free = {"type": "string", "minLength": 1, "maxLength": 40}
-        word = free if self.free or not words else {"type": "string", "enum": words}
-        if kind == "classify":
-            props = {"labels": {"type": "array", "items": word, "minItems": 2, "maxItems": 8}}
-        elif kind == "extract":
-            props = {"fields": {"type": "array", "items": word, "minItems": 1, "maxItems": 8}}
-        elif kind == "redact":
-            props = {"entities": {"type": "array", "items": {"type": "string", "enum": ENTITIES}, "minItems": 1, "maxItems": 8}}
-        elif kind == "chunk":
-            props = {"max_chars": {"type": "integer", "enum": numbers} if numbers and not self.free else
-                     {"type": "integer", "minimum": 16, "maximum": 100000}, "by_headings": {"type": "boolean"}}
-        elif kind == "reduce":
-            keys = [c.name for c in self.metadata.columns if c.distinct_estimate < max(self.metadata.rows, 2)]
-            props = {"group_by": {"type": "string", "enum": keys + ["none"]}}
-        else:
-            return None
-        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        return action, words[action]
 
     def fields(self, kind: str, note: str = "") -> dict:
-        schema = self.field_schema(kind)
+        schema = step_kinds()[kind].planner.field_schema(self.context)
         if schema is None:
             return {}
-        columns = ", ".join(c.name for c in self.metadata.columns)
-        text = f"Columns: {columns}\nRequest: {self.query}{note}"
-        answer = self.ask(FIELD_TEMPLATES[kind], text, schema, 96)
+        columns = ", ".join(self.context.columns)
+        answer = self.ask(field_template(kind), f"Columns: {columns}\nRequest: {self.query}{note}", schema, 96)
         for key in answer:
-            self.decided[f"step0.{key}"] = "model-repair" if note else "model"
+            self.context.decide(key, "model-repair" if note else "model")
         return answer
 
     def build(self, kind: str, fields: dict) -> Plan:
-        """A one-step plan from the kind, the model's fields and the deterministic defaults."""
-        column = text_column(self.metadata)
+        """A one-step plan from the kind, the model's fields and the kind's deterministic defaults."""
         self.decided.setdefault("step0.column", "default:longest-text-column")
-        instruction = self.query.strip()
-        step: dict[str, Any] = {"kind": kind}
-        if kind in ("map", "classify", "extract"):
-            step["template"] = f"{instruction}\n\nText: {{{column}}}"
-            self.decided["step0.template"] = "default:query-as-instruction"
-        if kind == "map":
-            step["output"] = OUTPUTS["map"]
-        elif kind == "filter":
-            step["template"] = f"Request: {instruction}\nShould this text be kept?\n\nText: {{{column}}}"
-            self.decided["step0.template"] = "default:query-as-instruction"
-        elif kind == "classify":
-            step.update(labels=[str(l) for l in fields.get("labels", [])], output=OUTPUTS["classify"])
-        elif kind == "extract":
-            names = [re.sub(r"\W+", "_", str(f)).strip("_").lower() for f in fields.get("fields", [])]
-            props = {n: {"type": "string", "maxLength": 200} for n in dict.fromkeys(n for n in names if n)}
-            step.update(output_schema={"type": "object", "properties": props}, output=OUTPUTS["extract"], max_tokens=256)
-            self.decided["step0.field_types"] = "default:string"
-        elif kind == "redact":
-            step.update(column=column, entities=fields.get("entities") or ENTITIES, output=OUTPUTS["redact"])
-        elif kind == "chunk":
-            step.update(column=column, max_chars=fields.get("max_chars", 4000), by_headings=bool(fields.get("by_headings")),
-                        output=OUTPUTS["chunk"])
-        elif kind == "reduce":
-            key = fields.get("group_by", "none")
-            step.update(template=f"{instruction}\n\nTexts:\n{{{column}}}", group_by=[] if key in ("none", column) else [key],
-                        output=OUTPUTS["reduce"])
-            self.decided["step0.template"] = "default:query-as-instruction"
+        step = step_kinds()[kind].planner.build(self.context, fields)
         return Plan.model_validate({"steps": [step], "query": self.query})
 
 
@@ -277,7 +213,7 @@ def plan_query(query: str, metadata: TableMetadata, settings: Settings, client: 
     except PlanError as exc:
         error = str(exc)
     raise PlanError(
-        f"could not plan the query {query!r}.\nTable the planner saw:\n{metadata.render()}\n"
+        f"could not plan the query {query!r}.\nTable the planner saw (sample values left out):\n{metadata.render(samples=False)}\n"
         f"Action chosen: {action or '-'}\nModel answers: {'; '.join(state.answers) or '-'}\nWhy it was rejected: {error}\n"
         "Rephrase the query, name the column to use, or write the plan by hand (see `apwa-spark run --plan`)."
     )

@@ -11,7 +11,9 @@ injects one fault with the configured probabilities:
 * ``bad_json_output``: a well-formed completion response whose *text* is broken JSON
   (what a model gives when it ignores a JSON schema).
 
-Faults are drawn from a seeded ``random.Random``, so a run is repeatable. ``requests`` counts the
+With ``fail_marker``, every completion request whose body contains that string gets HTTP 500,
+whatever the draws: a test can make one chosen row fail every attempt. Other faults are drawn from
+a seeded ``random.Random``, so a run is repeatable. ``requests`` counts the
 requests received on completion routes and ``bodies`` keeps their bodies. Usage::
 
     with FaultyEndpoint(upstream="http://127.0.0.1:8080/v1", non_json=1.0) as proxy:
@@ -49,19 +51,23 @@ class FaultyEndpoint:
         seed: seed of the fault draws.
         retry_after: seconds sent in ``Retry-After`` with each 429.
         stall_seconds: how long a ``stall`` waits before forwarding.
+        fail_marker: completion requests whose body contains it always get HTTP 500 (counted in
+            ``faults["http_500"]``).
         **rates: probability in [0, 1] per fault name in :data:`FAULTS`; their sum must be <= 1.
 
     Raises:
         ValueError: an unknown fault name or rates summing above 1.
     """
 
-    def __init__(self, upstream: str, seed: int = 0, retry_after: float = 1.0, stall_seconds: float = 10.0, **rates: float):
+    def __init__(self, upstream: str, seed: int = 0, retry_after: float = 1.0, stall_seconds: float = 10.0,
+                 fail_marker: str | None = None, **rates: float):
         unknown = set(rates) - set(FAULTS)
         if unknown or sum(rates.values()) > 1:
             raise ValueError(f"fault rates must be among {FAULTS} and sum to <= 1, got {rates}")
         self.upstream = upstream.rstrip("/")
         self.retry_after, self.stall_seconds = retry_after, stall_seconds
         self.rates = rates
+        self.fail_marker = fail_marker.encode() if fail_marker else None
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = 0
@@ -71,9 +77,12 @@ class FaultyEndpoint:
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _draw(self) -> str | None:
+    def _draw(self, forced: str | None = None) -> str | None:
         with self.lock:
             self.requests += 1
+            if forced:
+                self.faults[forced] += 1
+                return forced
             x, edge = self.random.random(), 0.0
             for name, rate in self.rates.items():
                 edge += rate
@@ -97,7 +106,7 @@ class FaultyEndpoint:
                 fault = None
                 if self.path.endswith("completions"):
                     proxy.bodies.append(body)
-                    fault = proxy._draw()
+                    fault = proxy._draw(forced="http_500" if proxy.fail_marker and proxy.fail_marker in body else None)
                 if fault == "non_json":
                     return self._send(200, b"<html>upstream exploded</html>", "application/json")
                 if fault == "http_500":

@@ -1,0 +1,263 @@
+"""The step-kind contract and its registry: what one module of :mod:`apwa_spark.steps` provides.
+
+A step kind is one module holding a :class:`StepKind`:
+
+* ``config``: its pydantic model (a :class:`StepConfig` with a ``kind`` literal and a ``cardinality``);
+* ``compile``: ``(df, name, step, run) ──► DataFrame``, lazy for per-row steps, materialized over
+  Delta tables for reducing ones;
+* ``estimate``: ``(step, InputStats) ──► Estimate``, what it would cost, spending nothing;
+* ``planner``: a :class:`PlannerSpec`, the action words, few-shot examples, the narrowed JSON
+  schema of the fields the planner model fills, and how a step is built from them (``None``: the
+  planner never picks the kind; plans name it by hand).
+
+The compiler, ``explain`` and the planner loop over :func:`step_kinds`: the built-in modules of
+:mod:`apwa_spark.steps` (found by :mod:`pkgutil`, so adding a kind is adding one file) and those
+registered under the entry-point group ``apwa_spark.steps``, as tools are::
+
+    [project.entry-points."apwa_spark.steps"]
+    my_step = "my_package.steps:MY_STEP"      # a StepKind
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import pkgutil
+import re
+import string
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from apwa_spark.delta import TableStore
+    from apwa_spark.runs import JobContext
+
+ENTRY_POINT_GROUP = "apwa_spark.steps"
+#: characters per token for estimates only (runs count with the endpoint's tokenizer).
+CHARS_PER_TOKEN = 3.0
+BUILTIN_PACKAGE = "apwa_spark.steps"
+
+
+class PlanError(ValueError):
+    """A plan that cannot run: the message says what is wrong and what was expected."""
+
+
+class Cardinality(str, enum.Enum):
+    """Rows out per row in (DocETL's operator cardinalities); a promise the tests check."""
+
+    ONE_TO_ONE = "one-to-one"
+    SELECTION = "selection"
+    ONE_TO_MANY = "one-to-many"
+    MANY_TO_ONE = "many-to-one"
+    SOURCE = "source"  # reads its own input; the rows before it are not used
+
+
+def placeholders(template: str) -> list[str]:
+    """Column names a template's ``{placeholders}`` refer to, in order of first use.
+
+    A placeholder is a bare column name: format specs (``{text:>999}``), conversions (``{text!r}``)
+    and attribute or index access (``{text.x}``, ``{text[0]}``) are rejected, since they would let a
+    plan allocate huge strings or reach into objects instead of naming a column.
+
+    Raises:
+        PlanError: a malformed template (unbalanced braces, positional ``{}``) or a placeholder that
+            is not a bare column name; the message names the placeholder.
+    """
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as exc:
+        raise PlanError(f"malformed template {template!r}: {exc}") from None
+    for name, spec, conversion in fields:
+        if name == "":
+            raise PlanError(f"template {template!r} has an empty placeholder {{}}; name a column, e.g. {{text}}")
+        if spec or conversion or re.search(r"[.\[\]]", name):
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise PlanError(f"template placeholder {shown} is not a bare column name: format specs, conversions and "
+                            f"attribute or index access are not allowed; write {{{re.split(r'[.[]', name)[0]}}}")
+    return list(dict.fromkeys(name for name, _, _ in fields))
+
+
+class StepConfig(BaseModel):
+    """A step's configuration (a subclass per kind sets ``kind: Literal[...]`` and ``cardinality``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", description="step name, for provenance; defaults to <kind><index>")
+    cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
+
+    def reads(self) -> list[str]:
+        """Columns the step reads."""
+        return []
+
+    def writes(self) -> list[str]:
+        """Columns the step adds."""
+        return []
+
+    def drops(self) -> list[str]:
+        """Columns the step removes."""
+        return []
+
+    def columns_after(self, available: list[str]) -> list[str]:
+        """The columns the next step sees, given the ``available`` ones before this step."""
+        kept = [c for c in available if c not in self.drops()]
+        return kept + [c for c in self.writes() if c not in kept]
+
+
+class TemplateStepConfig(StepConfig):
+    """A step whose executor agent expands a subtask template per row."""
+
+    template: str = Field(..., description="subtask template with {column} placeholders")
+    max_tokens: int = Field(128, ge=1, le=8192, description="completion cap per row, tokens")
+
+    @field_validator("template")
+    @classmethod
+    def _has_placeholder(cls, value: str) -> str:
+        if not placeholders(value):
+            raise ValueError(f"template {value!r} names no column; add a placeholder such as {{text}}")
+        return value
+
+    def reads(self) -> list[str]:
+        return placeholders(self.template)
+
+
+class AgentStepConfig(TemplateStepConfig):
+    """A template step whose executor agent may be equipped with tools from the capability registry."""
+
+    tools: list[str] = Field(default_factory=list,
+                             description="registry tools whose findings on each prompt are added to it (detector or "
+                                         "candidates tools)")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a compile function gets on the driver: the job (plain data, shipped into UDF closures)
+    and the run's table store (driver only: reducing steps write their rounds there)."""
+
+    job: "JobContext"
+    store: "TableStore | None" = None
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """What an estimate knows of the rows entering a step: ``rows`` and the total characters per column."""
+
+    rows: int
+    chars: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A step's cost, spending nothing: LLM calls, prompt and completion tokens, and the rows it
+    hands on (upper bounds where the data decides), with the assumption it rests on."""
+
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    rows_out: int
+    chars_out: dict[str, int] = field(default_factory=dict)
+    assumption: str = ""
+
+
+@dataclass
+class PlanningContext:
+    """What the planner tells a step kind while it plans one clause: the clause (``query``), its
+    words and numbers, the columns the step before leaves (``columns``: name ──► Spark type), the
+    default text column, whether answers are free text (chat style), and ``decided`` (choice ──►
+    who decided it, for provenance)."""
+
+    query: str
+    words: list[str]
+    numbers: list[int]
+    columns: dict[str, str]
+    text_column: str
+    free: bool
+    key_columns: list[str] = field(default_factory=list)
+    decided: dict[str, str] = field(default_factory=dict)
+    prefix: str = "step0"
+
+    def decide(self, choice: str, by: str) -> None:
+        self.decided[f"{self.prefix}.{choice}"] = by
+
+
+@dataclass(frozen=True)
+class PlannerSpec:
+    """How the planner picks and fills a step kind.
+
+    Attributes:
+        actions: action words that name this kind (``classify``, ``label`` …).
+        examples: (request, action word) pairs for the action stage's few-shot prompt.
+        field_examples: (request, fields) pairs for the field stage's few-shot prompt.
+        field_schema: the JSON schema of the fields the model fills, narrowed to the context
+            (query words, columns); ``None``: nothing to fill.
+        build: (context, fields) ──► the step's config as a dict.
+        description: one line the planner shows for the kind.
+        rank: the place of the kind's examples in the planner's prompts (lowest first).
+    """
+
+    actions: tuple[str, ...]
+    examples: tuple[tuple[str, str], ...]
+    build: Callable[[PlanningContext, dict], dict]
+    field_schema: Callable[[PlanningContext], dict | None] = lambda ctx: None
+    field_examples: tuple[tuple[str, dict], ...] = ()
+    description: str = ""
+    rank: int = 100
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One step kind: its config model, compile function, estimate and planner spec."""
+
+    config: type[StepConfig]
+    compile: Callable[["DataFrame", str, Any, RunContext], "DataFrame"]
+    estimate: Callable[[Any, InputStats], Estimate]
+    planner: PlannerSpec | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.model_fields["kind"].default
+
+
+@lru_cache(maxsize=1)
+def step_kinds() -> dict[str, StepKind]:
+    """Kind name ──► :class:`StepKind`: every module of :mod:`apwa_spark.steps` that defines ``KIND``,
+    then the entry-point group ``apwa_spark.steps`` (which may not replace a built-in).
+
+    Raises:
+        TypeError: an entry point names something that is not a :class:`StepKind`.
+        ValueError: two kinds share a name.
+    """
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    found = [getattr(importlib.import_module(f"{BUILTIN_PACKAGE}.{m.name}"), "KIND", None)
+             for m in pkgutil.iter_modules(package.__path__)]
+    kinds: dict[str, StepKind] = {}
+    for kind in [k for k in found if k is not None] + [_load(ep) for ep in entry_points(group=ENTRY_POINT_GROUP)]:
+        if kind.name in kinds:
+            raise ValueError(f"two step kinds are called {kind.name!r}; rename one of them")
+        kinds[kind.name] = kind
+    return kinds
+
+
+def _load(ep) -> StepKind:
+    kind = ep.load()
+    if not isinstance(kind, StepKind):
+        raise TypeError(f"entry point {ep.name!r} in {ENTRY_POINT_GROUP} must name an apwa_spark.plan.step.StepKind")
+    return kind
+
+
+def step_kind(name: str) -> StepKind:
+    """The kind called ``name``.
+
+    Raises:
+        PlanError: unknown kind; the message lists the registered ones.
+    """
+    kinds = step_kinds()
+    if name not in kinds:
+        raise PlanError(f"unknown step kind {name!r}; registered kinds: {', '.join(sorted(kinds))}")
+    return kinds[name]

@@ -1,0 +1,38 @@
+"""``select``: keep only the named columns, in that order (one-to-one); no LLM call."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+from pyspark.sql import DataFrame
+
+from apwa_spark.plan.step import Cardinality, Estimate, InputStats, RunContext, StepConfig, StepKind
+
+
+class SelectStep(StepConfig):
+    """The columns to keep (each must exist at that point of the plan)."""
+
+    kind: Literal["select"] = "select"
+    columns: list[str] = Field(..., min_length=1, description="columns to keep, in order")
+    cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
+
+    def reads(self) -> list[str]:
+        return list(self.columns)
+
+    def columns_after(self, available: list[str]) -> list[str]:
+        return [c for c in self.columns if c in available]
+
+
+def compile_select(df: DataFrame, name: str, step: SelectStep, run: RunContext) -> DataFrame:
+    """``df.select(*columns)``, keeping any ``<step>_meta`` columns of earlier LLM steps (provenance)."""
+    metas = [c for c in df.columns if c.endswith("_meta") and c not in step.columns]
+    return df.select(*step.columns, *metas)
+
+
+def estimate_select(step: SelectStep, stats: InputStats) -> Estimate:
+    return Estimate(0, 0, 0, rows_out=stats.rows, chars_out={c: stats.chars.get(c, 0) for c in step.columns},
+                    assumption="no call")
+
+
+KIND = StepKind(config=SelectStep, compile=compile_select, estimate=estimate_select)

@@ -1,0 +1,115 @@
+"""Run bookkeeping for every job (issue 16, item 5): plan runs (``run``, ``redact``, ``extract``, the
+API) and ``sql --output`` write a manifest, index it in the run registry, append their error rows to
+``<output>/_dead_letter`` and can be re-driven with ``apwa-spark retry-failed``. Faults come from the
+real faulty proxy in front of the real embedded model; the NULL and blank rows make no call at all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from apwa_spark.delta import read_delta
+from apwa_spark.testing.faulty_endpoint import FaultyEndpoint
+
+pytestmark = pytest.mark.model
+
+DOCS = [{"id": 1, "text": "The soup was cold and the waiter never came back."},
+        {"id": 2, "text": "Great pasta, friendly staff, we will return."},
+        {"id": 3, "text": "Parking was impossible on a Friday night."},
+        {"id": 4, "text": "The dessert menu had only two choices."},
+        {"id": 5, "text": None}]
+PLAN = "steps:\n  - {kind: map, template: 'Name the topic in two words: {text}', output: topic, max_tokens: 8}\n"
+
+
+def _conf(settings, base_url: str, registry: Path, **extra: str) -> list[str]:
+    keys = {"spark.apwa.llm.baseUrl": base_url, "spark.apwa.llm.serverSlots": str(settings.llm.server_slots),
+            "spark.apwa.run.registry": str(registry), **extra}
+    return [arg for k, v in keys.items() for arg in ("--conf", f"{k}={v}")]
+
+
+def _manifests(registry: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(registry.glob("*.json"))]
+
+
+def test_plan_run_writes_manifest_and_dead_letter_and_retry_failed_redrives_the_failed_rows(
+        spark, settings, endpoint, tmp_path):
+    from apwa_spark.cli import main
+
+    docs, plan, out, registry = tmp_path / "docs.jsonl", tmp_path / "plan.yaml", tmp_path / "out", tmp_path / "registry"
+    docs.write_text("".join(json.dumps(d) + "\n" for d in DOCS))
+    plan.write_text(PLAN)
+    with FaultyEndpoint(endpoint.base_url, seed=3, non_json=0.5) as faulty:
+        conf = _conf(settings, faulty.base_url, registry, **{"spark.apwa.llm.maxRetries": "0"})
+        assert main(["run", "--plan", str(plan), "--input", str(docs), "--output", str(out), *conf]) == 0
+    failed_calls = faulty.faults["non_json"]
+    assert faulty.requests == 4 and 1 <= failed_calls <= 3, faulty.faults  # the NULL row made no call
+
+    [first] = _manifests(registry)
+    assert json.loads((out / "_runs" / f"{first['run_id']}.json").read_text()) == first
+    assert first["job"] == "run" and first["input"] == str(docs) and first["key"] == "id" and first["rows"] == 5
+    assert first["plan"]["steps"][0]["template"].startswith("Name the topic") and len(first["plan_id"]) == 16
+    assert first["status_counts"] == {"map0": {"ok": 4 - failed_calls, "partial": 0, "error": failed_calls + 1}}
+    assert first["errors_by_class"]["NullInput"] == 1 and sum(first["errors_by_class"].values()) == failed_calls + 1
+    assert first["embedded"] is False and "spark.apwa.llm.apiKey" not in first["settings"]
+    dead = read_delta(spark, str(out / "_dead_letter")).toPandas()
+    assert list(dead.columns) == ["run_id", "step", "row_key", "error_class", "error"]
+    assert (dead["run_id"] == first["run_id"]).all() and (dead["step"] == "map0").all() and len(dead) == failed_calls + 1
+    result = read_delta(spark, str(out / "result")).toPandas()
+    failed_ids = set(result.loc[result["map0_meta"].map(lambda m: m["status"] == "error"), "id"])
+    assert {json.loads(k)["id"] for k in dead["row_key"]} == failed_ids  # the key finds each row in the result
+
+    with FaultyEndpoint(endpoint.base_url) as healthy:
+        assert main(["retry-failed", first["run_id"], *_conf(settings, healthy.base_url, registry)]) == 0
+    assert healthy.requests == failed_calls  # ok rows came from the cache; the NULL row still makes no call
+    result = read_delta(spark, str(out / "result")).toPandas().set_index("id")
+    status = result["map0_meta"].map(lambda m: m["status"])
+    assert status.drop(5).eq("ok").all() and status[5] == "error"
+    assert result["map0_meta"].map(lambda m: m["from_cache"]).sum() == 4 - failed_calls
+    retry = next(m for m in _manifests(registry) if m["run_id"] != first["run_id"])
+    assert retry["errors_by_class"] == {"NullInput": 1} and retry["plan_id"] == first["plan_id"]
+
+
+def test_api_run_keys_rows_by_hash_and_retry_failed_says_it_cannot_reread_a_dataframe(
+        spark, settings, tmp_path, capsys):
+    from apwa_spark.cli import main
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.plan.run import run_plan
+
+    registry = tmp_path / "registry"
+    df = spark.createDataFrame([(None, "x"), (None, "y")], "text string, tag string")  # NullInput rows: no calls
+    local = settings.with_overrides(**{"spark.apwa.run.registry": str(registry)})
+    result = run_plan(df, Plan.parse(PLAN), tmp_path / "out", local).toPandas()
+    [manifest] = _manifests(registry)
+    assert manifest["job"] == "plan" and manifest["input"] is None and manifest["key"] == "row_key"
+    assert manifest["errors_by_class"] == {"NullInput": 2}
+    dead = read_delta(spark, str(tmp_path / "out" / "_dead_letter")).toPandas()
+    assert sorted(json.loads(k)["row_key"] for k in dead["row_key"]) == sorted(result["row_key"])
+    assert result["row_key"].str.fullmatch("[0-9a-f]{16}").all() and result["row_key"].is_unique
+    capsys.readouterr()
+    assert main(["retry-failed", manifest["run_id"], "--conf", f"spark.apwa.run.registry={registry}"]) == 2
+    error = capsys.readouterr().err
+    assert "no source" in error and "apwa_spark.run(df, plan, output=" in error
+
+
+def test_sql_job_writes_manifest_cache_and_dead_letter_of_or_error_columns_and_retries(spark, settings, endpoint, tmp_path):
+    from apwa_spark.cli import main
+
+    docs, out, registry = tmp_path / "docs.jsonl", tmp_path / "labels", tmp_path / "registry"
+    docs.write_text(json.dumps({"id": 1, "text": "Describe this review in three words: The soup was cold."}) + "\n" + json.dumps({"id": 2, "text": ""}) + "\n")
+    statement = "SELECT id, apwa_complete_or_error(text, map('maxTokens', '16')) AS answer FROM docs"  # '' : EmptyInput
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        conf = _conf(settings, proxy.base_url, registry)
+        assert main(["sql", "--table", f"docs={docs}", "--output", str(out), *conf, statement]) == 0
+        calls = proxy.requests
+        [manifest] = _manifests(registry)
+        assert main(["retry-failed", manifest["run_id"], *conf]) == 0
+    assert calls == 1 and proxy.requests == calls  # the blank row makes no call; the retry's ok row is cached
+    assert manifest["job"] == "sql" and manifest["statements"] == [statement] and manifest["rows"] == 2
+    assert manifest["tables"] == {"docs": str(docs)} and manifest["errors_by_class"] == {"EmptyInput": 1}
+    assert (out / "_llm_cache" / "_delta_log").is_dir() and (out / "_runs" / f"{manifest['run_id']}.json").is_file()
+    dead = read_delta(spark, str(out / "_dead_letter")).toPandas()
+    first = dead[dead["run_id"] == manifest["run_id"]]
+    assert list(first["row_key"]) == ['{"id":2}'] and list(first["step"]) == ["answer"]
+    assert read_delta(spark, str(out)).count() == 2
