@@ -41,6 +41,22 @@ DELTA_DEFAULTS = {
 }
 
 
+def local_defaults(master: str) -> dict[str, str]:
+    """Defaults for a ``local[N]`` / ``local-cluster[W,C,M]`` master: Delta rebuilds a table's snapshot
+    in ``spark.databricks.delta.snapshotPartitions`` tasks (default 50, sized for clusters; Delta's own
+    test suites use a handful), which on a laptop makes every read of a small table 50 tasks of
+    overhead. Sized here to the local slots. ``{}`` for any other master."""
+    import re
+
+    if m := re.fullmatch(r"local\[(\d+|\*)(?:,\d+)?\]", master):
+        slots = (os.cpu_count() or 2) if m[1] == "*" else int(m[1])
+    elif m := re.fullmatch(r"local-cluster\[(\d+),\s*(\d+),\s*\d+\]", master):
+        slots = int(m[1]) * int(m[2])
+    else:
+        return {}
+    return {"spark.databricks.delta.snapshotPartitions": str(max(1, slots))}
+
+
 def get_session(master: str | None = None, conf: Mapping[str, str] | None = None, app_name: str = "apwa-spark") -> SparkSession:
     """The active session, or a new one (``local[2]`` unless ``master`` or spark-submit says otherwise).
 
@@ -48,7 +64,8 @@ def get_session(master: str | None = None, conf: Mapping[str, str] | None = None
     resolved by Ivy from Maven Central on first use and cached in ``~/.ivy2*``); packages named in
     ``conf["spark.jars.packages"]`` (comma-separated Maven coordinates) are resolved with it.
     Executors run the same Python as the driver (``PYSPARK_PYTHON`` defaults to ``sys.executable``),
-    so the installed ``apwa_spark`` package is importable in pandas UDFs.
+    so the installed ``apwa_spark`` package is importable in pandas UDFs. A local master also gets
+    :func:`local_defaults` unless the conf sets them.
     """
     active = SparkSession.getActiveSession()
     if active is not None and not conf:
@@ -70,7 +87,12 @@ def get_session(master: str | None = None, conf: Mapping[str, str] | None = None
         builder = configure_spark_with_delta_pip(builder, extra_packages=packages)
     elif packages:
         builder = builder.config("spark.jars.packages", ",".join(packages))
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    master = session.conf.get("spark.master", "")  # also on Spark Connect, which has no SparkContext
+    for key, value in local_defaults(master).items():
+        if session.conf.get(key, None) is None:  # a value from --conf or spark-defaults wins
+            session.conf.set(key, value)
+    return session
 
 
 def protect_api_key(spark: SparkSession) -> None:
