@@ -99,8 +99,9 @@ class JobContext:
         return endpoint_host(self.settings.llm.base_url)
 
     def client(self) -> LLMClient:
-        """One LLM client for one batch of rows (a pandas UDF call)."""
-        return LLMClient(self.settings, tasks=self.tasks, cache_options=self.storage_options)
+        """One LLM client for one batch of rows (a pandas UDF call); all of them in one process share
+        the run's rate limiter."""
+        return LLMClient(self.settings, tasks=self.tasks, cache_options=self.storage_options, run_id=self.run_id)
 
 
 def endpoint_host(base_url: str | None) -> str:

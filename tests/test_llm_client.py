@@ -152,3 +152,50 @@ def test_a_job_on_a_remote_master_without_base_url_warns_that_executors_cannot_r
             with job_endpoint(started, "yarn") as configured:  # a configured baseUrl is checked and kept, no warning
                 assert configured.llm.base_url == started.llm.base_url and configured.llm.prompt_style == "completion"
             assert not caplog.records
+
+
+# ---- rate limits and quota (issue 17, item 3) ----------------------------------------------------------
+
+TOPIC = Template(instruction="Name the topic in two words.", cue="Topic:")
+
+
+def _topics(n: int) -> list[Task]:
+    return [Task(TOPIC, f"{SCENE} (line {i})", max_tokens=4) for i in range(n)]
+
+
+def _via(settings, proxy, **keys):
+    return settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url, "spark.apwa.cache.enabled": "false", **keys})
+
+
+def test_clients_of_one_run_share_one_limiter_that_every_request_and_retry_passes(settings, endpoint):
+    with FaultyEndpoint(endpoint.base_url, script=("http_500", "http_500")) as proxy:
+        local = _via(settings, proxy, **{"spark.apwa.llm.rpm": "6000", "spark.apwa.llm.maxRetries": "2"})
+        first, second = LLMClient(local, run_id="shared-run"), LLMClient(local, run_id="shared-run")
+        assert first.limiter is second.limiter and LLMClient(local, run_id="another-run").limiter is not first.limiter
+        [a] = first.complete(_topics(1))  # two 500s retried by the openai client, then an answer
+        [b] = second.complete(_topics(2)[1:])
+    assert a.status == b.status == "ok" and a.calls == 3 and proxy.requests == 4
+    assert first.limiter.requests == proxy.requests  # the openai client's retries went through the limiter too
+
+
+def test_a_429_with_retry_after_pauses_every_call_of_the_process(settings, endpoint):
+    with FaultyEndpoint(endpoint.base_url, retry_after=2.0, script=("http_429",)) as proxy:
+        local = _via(settings, proxy, **{"spark.apwa.llm.concurrency": "2", "spark.apwa.llm.maxRetries": "2"})
+        client = LLMClient(local, run_id="paused-run")
+        results = client.complete(_topics(6))
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    [(refused_at, _)] = [(t, f) for t, f in proxy.arrivals if f == "http_429"]
+    # a request already on its way when the 429 came back may arrive just after it; every later one,
+    # from any task of the batch, waited out the Retry-After
+    later = [t - refused_at for t, f in proxy.arrivals if t - refused_at > 0.5]
+    assert len(later) >= 4 and min(later) >= 2.0 - 0.05, later
+    assert client.limiter.pauses == 1
+
+
+def test_a_quota_exhausted_429_fails_fast_and_later_calls_make_no_request(settings, endpoint):
+    with FaultyEndpoint(endpoint.base_url, insufficient_quota=1.0) as proxy:
+        local = _via(settings, proxy, **{"spark.apwa.llm.concurrency": "1", "spark.apwa.llm.maxRetries": "3"})
+        results = LLMClient(local, run_id="quota-run").complete(_topics(4))
+    assert proxy.requests == 1  # not retried, and nothing sent after it
+    assert [r.error_class for r in results] == ["QuotaExhausted"] * 4 and [r.calls for r in results] == [1, 0, 0, 0]
+    assert "raise the quota" in results[0].error and "127.0.0.1" in results[0].error

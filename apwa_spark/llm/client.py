@@ -5,7 +5,12 @@ errors and timeouts with exponential backoff that honours ``Retry-After`` are th
 own (``max_retries``, ``timeout``). On top of it this module adds what a Spark task needs:
 
 * bounded concurrency per task (``spark.apwa.llm.concurrency`` calls in flight),
-* the job's RPM/TPM budgets shared out across concurrent tasks (:mod:`apwa_spark.llm.ratelimit`),
+* the job's RPM/TPM budgets, one limiter per Python worker process for the whole job, which every
+  HTTP request passes (the openai client's retries too) and a 429's ``Retry-After`` pauses
+  (:mod:`apwa_spark.llm.ratelimit`),
+* a quota-exhausted 429 (``insufficient_quota``: billing, not load) fails at once, unretried, and
+  the process's later calls of the job fail without a request (``QuotaExhausted``) for
+  :data:`~apwa_spark.llm.ratelimit.QUOTA_HOLD_SECONDS`,
 * identical calls in one batch sent once, and answers already paid for read from the response
   cache (:mod:`apwa_spark.llm.cache`) instead of sent,
 * retries of malformed response bodies, and one repair attempt for invalid structured output
@@ -38,7 +43,7 @@ from apwa_spark.llm import endpoints
 from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.endpoints import EndpointUnavailableError
 from apwa_spark.llm.prompts import Task, cache_key, render_chat, render_completion
-from apwa_spark.llm.ratelimit import RateLimiter
+from apwa_spark.llm.ratelimit import RateLimiter, process_limiter, retry_after_seconds
 from apwa_spark.llm.json_schema import bounded_by_tokens
 
 T = TypeVar("T")
@@ -86,6 +91,10 @@ class Completion:
 #: Structured-output errors that get one repair attempt (:func:`repair_task`).
 REPAIRED = ("InvalidJSON", "TruncatedJSON", "SchemaMismatch")
 
+#: The error code of a 429 that no wait fixes: the account's quota or credit is spent (OpenAI's
+#: ``insufficient_quota``; LiteLLM's proxy passes the upstream's code through).
+QUOTA_CODE = "insufficient_quota"
+
 #: openai errors its client already retried ``maxRetries`` times before raising.
 RETRIED_BY_OPENAI = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError, openai.ConflictError)
 
@@ -95,9 +104,11 @@ class LLMClient:
 
     Args:
         settings: endpoint, concurrency, retries, limits and cache location.
-        tasks: Spark tasks that may run at once in this job; each client takes ``1/tasks`` of the
-            job's ``llm.rpm`` / ``llm.tpm`` budgets.
+        tasks: Spark tasks that may run at once in this job; each Python worker process takes
+            ``1/tasks`` of the job's ``llm.rpm`` / ``llm.tpm`` budgets.
         cache_options: delta-rs storage options of an object-store response cache (``cache.path``).
+        run_id: the job's run id: clients of one job in one process share one
+            :func:`~apwa_spark.llm.ratelimit.process_limiter`.
 
     Example::
 
@@ -106,12 +117,14 @@ class LLMClient:
         c.status, c.text, c.prompt_tokens
     """
 
-    def __init__(self, settings: Settings, tasks: int = 1, cache_options: Mapping[str, str] | None = None):
+    def __init__(self, settings: Settings, tasks: int = 1, cache_options: Mapping[str, str] | None = None,
+                 run_id: str = ""):
         if not settings.llm.base_url:
             raise ValueError("LLMClient needs spark.apwa.llm.baseUrl (start the embedded endpoint first)")
         self.settings = settings
         self.base_url = settings.llm.base_url.rstrip("/")
         self.tasks = tasks
+        self.limiter = process_limiter(run_id, settings.llm.rpm, settings.llm.tpm, tasks)
         self.cache = (ResponseCache(settings.cache.path, cache_options)
                       if settings.cache.enabled and settings.cache.path else None)
 
@@ -148,14 +161,15 @@ class LLMClient:
         to_send = {key: task for key, task in unique.items() if key not in cached}
         recorder = _CacheRecorder(self.cache, llm.model, self.settings.cache.max_uncommitted)
         semaphore = asyncio.Semaphore(self.concurrency)
-        limiter = RateLimiter(self.settings.llm.rpm, self.settings.llm.tpm, self.tasks)
+        hooks = _limiter_hooks(self.limiter)
+        http = openai.DefaultAioHttpClient if llm.transport == "aiohttp" else openai.DefaultAsyncHttpxClient
         async with openai.AsyncOpenAI(
             **endpoints.client_options(self.settings),
             timeout=self.settings.llm.timeout,
             max_retries=self.settings.llm.max_retries,
-            http_client=openai.DefaultAioHttpClient() if llm.transport == "aiohttp" else None,
+            http_client=http(event_hooks=hooks),
         ) as client:
-            sent = await asyncio.gather(*(self._one(client, semaphore, limiter, task, key, recorder)
+            sent = await asyncio.gather(*(self._one(client, semaphore, task, key, recorder)
                                           for key, task in to_send.items()))
         await recorder.flush()
         by_key = {key: _from_cache(row) for key, row in cached.items()} | dict(zip(to_send, sent))
@@ -166,27 +180,34 @@ class LLMClient:
             seen.add(key)
         return out
 
-    async def _one(self, client, semaphore, limiter, task: Task, key: str, recorder: "_CacheRecorder") -> Completion:
+    async def _one(self, client, semaphore, task: Task, key: str, recorder: "_CacheRecorder") -> Completion:
         if task.input is None or not task.input.strip():
             return Completion.failed("EmptyInput: input text is empty or null; no LLM call made")
         async with semaphore:
-            result = await self._attempts(client, limiter, task)
+            result = await self._attempts(client, task)
             if task.json_schema is not None and result.error_class in REPAIRED:
-                result = _add_calls(await self._attempts(client, limiter, repair_task(task, result)), result.calls)
+                result = _add_calls(await self._attempts(client, repair_task(task, result)), result.calls)
             if result.status == "ok" and task.cacheable:
                 await recorder.record(key, result)
         return result
 
-    async def _attempts(self, client, limiter, task: Task) -> Completion:
+    async def _attempts(self, client, task: Task) -> Completion:
         """One task's call. HTTP-level retries (429 with ``Retry-After``, 5xx, connection errors,
         timeouts) are the openai client's; malformed bodies, which it does not retry, are retried
-        here, up to ``maxRetries`` times."""
+        here, up to ``maxRetries`` times. Every request waits on the process's limiter (the
+        ``httpx`` request hook of :func:`_limiter_hooks`)."""
         llm = self.settings.llm
         calls, last = 0, ""
         for _ in range(llm.max_retries + 1):
-            await limiter.acquire(len(task.input) // 3 + task.max_tokens)
+            if self.limiter.quota_spent:
+                return Completion.failed(_quota_message(self.settings), calls=calls)
             try:
                 text, usage, finish, retries = await self._request(client, task)
+            except openai.RateLimitError as exc:
+                if _is_quota(exc):  # not retried (the response hook said so); nor is any later call
+                    self.limiter.spend_quota()
+                    return Completion.failed(_quota_message(self.settings), calls=calls + 1)
+                return Completion.failed(f"{type(exc).__name__}: {_short(exc)}", calls=calls + llm.max_retries + 1)
             except RETRIED_BY_OPENAI as exc:
                 where = f"cannot reach {endpoints.host_of(self.settings)}: " if isinstance(exc, openai.APIConnectionError) else ""
                 return Completion.failed(f"{type(exc).__name__}: {where}{_short(exc)}", calls=calls + llm.max_retries + 1)
@@ -294,6 +315,42 @@ def repair_task(task: Task, failed: Completion) -> Task:
     note = (f"\n\nA previous answer was rejected ({failed.error}). Previous answer: {failed.text!r}. "
             "Answer again with JSON that matches the schema.")
     return dataclasses.replace(task, input=task.input + note)
+
+
+def _limiter_hooks(limiter: RateLimiter) -> dict[str, list]:
+    """``httpx`` event hooks that put every request, the openai client's retries included, through
+    ``limiter``: the request hook waits for the request's share (1 request, and its body's size / 3
+    plus its ``max_tokens`` as tokens); the response hook pauses the limiter for a 429's
+    ``Retry-After``, and marks a quota-exhausted 429 ``x-should-retry: false``, the header the openai
+    client obeys (``_should_retry``), so it is not retried."""
+    async def on_request(request) -> None:
+        body = request.content or b""
+        try:
+            max_tokens = int(json.loads(body).get("max_tokens") or 0) if body else 0
+        except (ValueError, AttributeError):
+            max_tokens = 0
+        await limiter.acquire(len(body) // 3 + max_tokens)
+
+    async def on_response(response) -> None:
+        if response.status_code != 429:
+            return
+        await response.aread()
+        if QUOTA_CODE in response.text:
+            response.headers["x-should-retry"] = "false"
+        elif (seconds := retry_after_seconds(response.headers.get("retry-after"))) is not None:
+            limiter.pause(seconds)
+
+    return {"request": [on_request], "response": [on_response]}
+
+
+def _is_quota(exc: openai.RateLimitError) -> bool:
+    return getattr(exc, "code", None) == QUOTA_CODE or QUOTA_CODE in str(getattr(exc, "body", "") or exc)
+
+
+def _quota_message(settings: Settings) -> str:
+    return (f"QuotaExhausted: {endpoints.host_of(settings)} answered 429 {QUOTA_CODE}: the account's quota or "
+            "credit is spent, which waiting does not fix; raise the quota or switch spark.apwa.llm.baseUrl, "
+            "then re-drive the failed rows with apwa-spark retry-failed")
 
 
 def _add_calls(c: Completion, calls: int) -> Completion:

@@ -4,6 +4,7 @@ It forwards every request to an upstream endpoint (the embedded llama-server) an
 injects one fault with the configured probabilities:
 
 * ``http_429``: HTTP 429 with ``Retry-After: <retry_after>`` seconds;
+* ``insufficient_quota``: HTTP 429 with OpenAI's quota-exhausted body (``"code": "insufficient_quota"``);
 * ``http_500``: HTTP 500;
 * ``stall``: holds the request ``stall_seconds`` (past the client's timeout), then closes without answering;
 * ``truncated``: sends the headers and half the body, then closes the connection;
@@ -12,9 +13,11 @@ injects one fault with the configured probabilities:
   (what a model gives when it ignores a JSON schema).
 
 With ``fail_marker``, every completion request whose body contains that string gets HTTP 500,
-whatever the draws: a test can make one chosen row fail every attempt. Other faults are drawn from
+whatever the draws: a test can make one chosen row fail every attempt. With ``script``, the first
+completion requests get those faults in order (``None``: forwarded). Other faults are drawn from
 a seeded ``random.Random``, so a run is repeatable. ``requests`` counts the
-requests received on completion routes and ``bodies`` keeps their bodies. Usage::
+requests received on completion routes, ``bodies`` keeps their bodies and ``arrivals`` their
+``(time.monotonic(), fault)`` in order. Usage::
 
     with FaultyEndpoint(upstream="http://127.0.0.1:8080/v1", non_json=1.0) as proxy:
         settings = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
@@ -30,7 +33,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-FAULTS = ("http_429", "http_500", "stall", "truncated", "non_json", "bad_json_output")
+FAULTS = ("http_429", "insufficient_quota", "http_500", "stall", "truncated", "non_json", "bad_json_output")
+#: OpenAI's body for a spent quota (its error-codes guide: "You exceeded your current quota").
+QUOTA_BODY = (b'{"error": {"message": "You exceeded your current quota, please check your plan and billing details.", '
+              b'"type": "insufficient_quota", "param": null, "code": "insufficient_quota"}}')
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -53,6 +59,7 @@ class FaultyEndpoint:
         stall_seconds: how long a ``stall`` waits before forwarding.
         fail_marker: completion requests whose body contains it always get HTTP 500 (counted in
             ``faults["http_500"]``).
+        script: faults of the first completion requests, in order (``None``: no fault).
         **rates: probability in [0, 1] per fault name in :data:`FAULTS`; their sum must be <= 1.
 
     Raises:
@@ -60,8 +67,8 @@ class FaultyEndpoint:
     """
 
     def __init__(self, upstream: str, seed: int = 0, retry_after: float = 1.0, stall_seconds: float = 10.0,
-                 fail_marker: str | None = None, **rates: float):
-        unknown = set(rates) - set(FAULTS)
+                 fail_marker: str | None = None, script: tuple[str | None, ...] = (), **rates: float):
+        unknown = (set(rates) | set(script)) - set(FAULTS) - {None}
         if unknown or sum(rates.values()) > 1:
             raise ValueError(f"fault rates must be among {FAULTS} and sum to <= 1, got {rates}")
         self.upstream = upstream.rstrip("/")
@@ -69,6 +76,8 @@ class FaultyEndpoint:
         self.rates = rates
         self.fail_marker = fail_marker.encode() if fail_marker else None
         self.random = random.Random(seed)
+        self.script = list(script)
+        self.arrivals: list[tuple[float, str | None]] = []
         self.lock = threading.Lock()
         self.requests = 0
         self.bodies: list[bytes] = []  # request bodies received on completion routes, in order
@@ -80,15 +89,18 @@ class FaultyEndpoint:
     def _draw(self, forced: str | None = None) -> str | None:
         with self.lock:
             self.requests += 1
-            if forced:
-                self.faults[forced] += 1
-                return forced
-            x, edge = self.random.random(), 0.0
-            for name, rate in self.rates.items():
-                edge += rate
-                if x < edge:
-                    self.faults[name] += 1
-                    return name
+            fault = forced or (self.script.pop(0) if self.script else self._drawn())
+            if fault:
+                self.faults[fault] += 1
+            self.arrivals.append((time.monotonic(), fault))
+            return fault
+
+    def _drawn(self) -> str | None:
+        x, edge = self.random.random(), 0.0
+        for name, rate in self.rates.items():
+            edge += rate
+            if x < edge:
+                return name
         return None
 
     def _handler(self):
@@ -114,6 +126,8 @@ class FaultyEndpoint:
                 if fault == "http_429":
                     return self._send(429, b'{"error": {"message": "rate limited"}}', "application/json",
                                       {"Retry-After": str(proxy.retry_after)})
+                if fault == "insufficient_quota":
+                    return self._send(429, QUOTA_BODY, "application/json")
                 if fault == "stall":  # the client times out first; the upstream is never asked
                     time.sleep(proxy.stall_seconds)
                     self.close_connection = True
