@@ -149,7 +149,8 @@ def run_summarize(spark, args) -> int:
 
 def root_exit_code(result) -> int:
     """1 when the root is an ``error``; 0 otherwise, a ``partial`` root included (its report says how
-    many inputs failed, and they are in the dead letter)."""
+    many inputs failed, and they are in the dead letter) and an ``unevaluated`` one (a spent budget:
+    the report says how much was left undone)."""
     return 1 if result.root.get("status", "error") == "error" else 0
 
 
@@ -158,8 +159,10 @@ def report(result) -> None:
     print(f"\nrun {result.run_id} ({result.play}): {len(result.levels)} tables in {result.output}, {result.seconds:.1f} s\n")
     print(result.table())
     failed = sum(result.errors_by_class.values())
-    ok = sum(level.rows - level.errors for level in result.levels[1:])
-    print(f"\nrows ok: {ok}; rows failed: {failed}" + "".join(f", {k}: {v}" for k, v in sorted(result.errors_by_class.items())))
+    unevaluated = sum(level.unevaluated for level in result.levels[1:])
+    ok = sum(level.rows - level.errors - level.unevaluated for level in result.levels[1:])
+    print(f"\nrows ok: {ok}; rows failed: {failed}" + "".join(f", {k}: {v}" for k, v in sorted(result.errors_by_class.items()))
+          + (f"; rows unevaluated (budget spent): {unevaluated}" if unevaluated else ""))
     if failed:
         print(f"failed rows are in {result.output}/_dead_letter; re-drive them with: apwa-spark retry-failed {result.run_id}")
     print(f"\nSummary ({result.root.get('status')}):\n{result.summary or result.root.get('error')}")

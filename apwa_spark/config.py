@@ -128,6 +128,39 @@ class DeltaSettings(BaseModel):
     engine: Literal["auto", "native", "deltars"] = Field("auto", description="auto: native delta-spark when the session has Delta Lake (its SQL extension, or Databricks), else the delta-rs fallback; native: require it; deltars: always the fallback (needs a shared filesystem or s3:// on a cluster)")
 
 
+class PriceSettings(BaseModel):
+    """Prices that turn estimated tokens into money (``spark.apwa.price.*``), per 1M tokens, in
+    ``currency``; unset: estimates give tokens only. Take them from the provider's price list."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    input_per_1m: float | None = Field(None, alias="inputPer1M", ge=0, description="price of 1M prompt (input) tokens")
+    output_per_1m: float | None = Field(None, alias="outputPer1M", ge=0, description="price of 1M completion (output) tokens")
+    currency: str = Field("USD", min_length=1, max_length=8, description="the prices' currency, as printed")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """Money for that many tokens, in :attr:`currency`; None when neither price is set (an unset
+        one of the two counts as 0)."""
+        if self.input_per_1m is None and self.output_per_1m is None:
+            return None
+        return (prompt_tokens * (self.input_per_1m or 0) + completion_tokens * (self.output_per_1m or 0)) / 1e6
+
+
+class BudgetSettings(BaseModel):
+    """A hard budget per job (``spark.apwa.budget.*``), enforced by the driver across all executors
+    (:mod:`apwa_spark.llm.budget`); unset: unlimited. Rows past it are ``unevaluated``."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    max_calls: int | None = Field(None, alias="maxCalls", ge=1, description="LLM requests per job, retries included")
+    max_tokens: int | None = Field(None, alias="maxTokens", ge=1, description="prompt + completion tokens per job")
+    max_cost: float | None = Field(None, alias="maxCost", gt=0, description="money per job at spark.apwa.price.* (which must be set)")
+
+    @property
+    def enabled(self) -> bool:
+        return any(v is not None for v in (self.max_calls, self.max_tokens, self.max_cost))
+
+
 class Settings(BaseModel):
     """All apwa-spark settings. Build with :meth:`load`; pass to jobs and UDFs as plain data."""
 
@@ -140,6 +173,8 @@ class Settings(BaseModel):
     run: RunSettings = RunSettings()
     sql: SqlSettings = SqlSettings()
     delta: DeltaSettings = DeltaSettings()
+    price: PriceSettings = PriceSettings()
+    budget: BudgetSettings = BudgetSettings()
 
     @classmethod
     def load(
@@ -193,6 +228,9 @@ class Settings(BaseModel):
             settings = cls(**groups)
         except ValidationError as exc:
             raise ConfigError(f"invalid apwa-spark setting: {exc}") from None
+        if settings.budget.max_cost is not None and settings.price.cost(0, 0) is None:
+            raise ConfigError("spark.apwa.budget.maxCost needs prices: set spark.apwa.price.inputPer1M and "
+                              "spark.apwa.price.outputPer1M (money per 1M tokens)")
         settings.llm._key_source = key_source or (API_KEY_FILE if "apiKeyFile" in llm else API_KEY)
         return settings
 
@@ -273,7 +311,8 @@ def _read_key_file(path: str) -> str:
 
 GROUPS: dict[str, type[BaseModel]] = {
     "llm": LLMSettings, "embedded": EmbeddedSettings, "summarize": SummarizeSettings, "cache": CacheSettings,
-    "run": RunSettings, "sql": SqlSettings, "delta": DeltaSettings,
+    "run": RunSettings, "sql": SqlSettings, "delta": DeltaSettings, "price": PriceSettings,
+    "budget": BudgetSettings,
 }
 
 

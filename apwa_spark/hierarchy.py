@@ -19,7 +19,10 @@ keeps its own row layout and its own prompt; what they share lives here:
     empty text;
   - a group whose children all failed gives one ``error`` parent (``ChildrenFailed``) that keeps
     the whole lineage, without an LLM call;
-  - a batch of one child passes it up without an LLM call.
+  - a batch of one child passes it up without an LLM call;
+  - a group with a child the job's budget left ``unevaluated`` gives one ``unevaluated`` parent
+    without an LLM call: its summary is left for the re-run that evaluates the child, instead of
+    paying for a partial one now.
 
 The method follows APWA's multi-round hierarchical summarization (SummaryBench: scene ──► act ──►
 whole work).
@@ -35,7 +38,7 @@ from apwa_spark.llm.client import Completion
 
 #: At most this many rounds per level; a level still not down to one row per group is an error.
 MAX_ROUNDS = 20
-OK, PARTIAL, ERROR = "ok", "partial", "error"
+OK, PARTIAL, ERROR, UNEVALUATED = "ok", "partial", "error", "unevaluated"
 #: Statuses whose text a parent may summarize.
 USABLE = (OK, PARTIAL)
 
@@ -46,7 +49,7 @@ class Child:
 
     Attributes:
         text: its summary (or, at the first level, its input text); NULL or blank is not usable.
-        status: ``ok``, ``partial`` or ``error``.
+        status: ``ok``, ``partial``, ``error`` or ``unevaluated``.
         tokens: its text's tokens (the endpoint's tokenizer); used for packing.
         failed_inputs: failed inputs below it that its text does not cover (0 for an ``ok`` child;
             an ``error`` child counts at least itself).
@@ -122,7 +125,7 @@ def reduce_groups(groups: Sequence[Sequence[Child]], budget: int,
     Returns:
         each group's parents, under the failure policy of this module's docstring.
     """
-    packed = [_pack_group(children, budget) for children in groups]
+    packed = [[] if _waits(children) else _pack_group(children, budget) for children in groups]
     texts = [[children[i].text for i in b] for children, batches in zip(groups, packed) for b in batches if len(b) > 1]
     answers = iter(call(texts) if texts else [])
     return [_parents(children, batches, answers) for children, batches in zip(groups, packed)]
@@ -134,7 +137,18 @@ def _pack_group(children: Sequence[Child], budget: int) -> list[list[int]]:
     return [[usable[j] for j in b] for b in pack_children([children[i].tokens for i in usable], budget)]
 
 
+def _waits(children: Sequence[Child]) -> bool:
+    """Some child was left unevaluated by the job's budget."""
+    return any(c.status == UNEVALUATED for c in children)
+
+
 def _parents(children: Sequence[Child], batches: list[list[int]], answers) -> list[Parent]:
+    if _waits(children):
+        waiting = sum(c.status == UNEVALUATED for c in children)
+        left = Completion(text=None, status=UNEVALUATED, error=(
+            f"BudgetExhausted: {waiting} of its {len(children)} children were left unevaluated by the job's budget; "
+            "no LLM call made"))
+        return [Parent(list(range(len(children))), left, sum(c.missing for c in children if c.status != UNEVALUATED))]
     if not batches:
         first = next((c.error for c in children if c.error), None)
         error = Completion.failed(f"ChildrenFailed: all {len(children)} children failed; no LLM call made"

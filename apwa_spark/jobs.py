@@ -40,6 +40,9 @@ def add_plan_input_args(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--key", metavar="COLUMN",
                         help="the input column identifying a row in the dead letter (default: id or path when the input "
                              "has one, else an added row_key column: a hash of the row)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, Spark's physical plan and the estimate (LLM calls, tokens, cost at "
+                             "spark.apwa.price.*), as `apwa-spark explain` does, and stop: no LLM call, nothing written")
 
 
 #: Exit code of a command whose LLM endpoint failed its preflight (unreachable, key rejected, model
@@ -197,6 +200,11 @@ def _run_plan(spark: SparkSession, args, plan, kind: str, settings: Settings | N
     from apwa_spark.inputs import read_input, source_of
     from apwa_spark.plan.run import run_plan
 
+    if getattr(args, "dry_run", False):
+        from apwa_spark.plan.explain import explain
+
+        print(explain(read_input(spark, args.input), plan, settings or job_settings(spark, args)))
+        return 0
     result = run_plan(read_input(spark, args.input), plan, args.output, settings or job_settings(spark, args),
                       output_schema=args.output_schema, source=source_of(spark, args.input), key=args.key, kind=kind)
     _show_status(result)

@@ -25,10 +25,11 @@ import json
 import re
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from pyspark.sql import DataFrame
@@ -38,6 +39,7 @@ from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, St
 from apwa_spark import storage
 from apwa_spark.config import Settings
 from apwa_spark.delta import TableStore
+from apwa_spark.llm.budget import BudgetServer
 from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.client import Completion, LLMClient
 
@@ -85,6 +87,8 @@ class JobContext:
         tasks: Spark tasks that can run at once (``defaultParallelism``): the share of RPM/TPM.
         plan_id: identity of what runs (a plan's hash, or the summarize job's templates and budgets).
         storage_options: delta-rs options for an object-store response cache (secrets: out of ``repr``).
+        budget_url: the job's budget server on the driver (:func:`job_budget`; a secret, out of
+            ``repr``); None: no ``spark.apwa.budget.*`` set.
     """
 
     settings: Settings
@@ -92,6 +96,7 @@ class JobContext:
     tasks: int = 1
     plan_id: str = ""
     storage_options: Mapping[str, str] = field(default_factory=dict, repr=False)
+    budget_url: str | None = field(default=None, repr=False)
 
     @property
     def endpoint_host(self) -> str:
@@ -101,7 +106,31 @@ class JobContext:
     def client(self) -> LLMClient:
         """One LLM client for one batch of rows (a pandas UDF call); all of them in one process share
         the run's rate limiter."""
-        return LLMClient(self.settings, tasks=self.tasks, cache_options=self.storage_options, run_id=self.run_id)
+        return LLMClient(self.settings, tasks=self.tasks, cache_options=self.storage_options, run_id=self.run_id,
+                         budget_url=self.budget_url)
+
+
+@contextmanager
+def job_budget(spark, settings: Settings) -> Iterator[BudgetServer | None]:
+    """The job's :class:`~apwa_spark.llm.budget.BudgetServer` while the block runs (on the driver's
+    ``127.0.0.1`` under a local master, else on ``spark.driver.host``, where executors reach the
+    driver); None when no ``spark.apwa.budget.*`` is set."""
+    if not settings.budget.enabled:
+        yield None
+        return
+    master = spark.sparkContext.master
+    host = "127.0.0.1" if master.startswith("local") else spark.conf.get("spark.driver.host", "127.0.0.1")
+    with BudgetServer(settings.budget, settings.price, host) as budget:
+        yield budget
+
+
+def report_budget(run_id: str, budget: BudgetServer | None, unevaluated: int) -> None:
+    """Print what the budget left undone: spent against the limits, rows left ``unevaluated``."""
+    if budget is None:
+        return
+    undone = (f"{unevaluated} rows left unevaluated; re-run the job with a larger spark.apwa.budget.* to finish "
+              "them (paid answers come from the response cache)") if unevaluated else "every row evaluated"
+    print(f"[apwa] run {run_id}: budget spent {budget.left_undone()}; {undone}", flush=True)
 
 
 def endpoint_host(base_url: str | None) -> str:
@@ -235,10 +264,12 @@ def plan_manifest(plan: Any, job: str, source: str | None, key: str, output_sche
             "settings": settings.as_keys()}
 
 
-def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict, seconds: float) -> dict[str, int]:
+def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict, seconds: float,
+                   budget: BudgetServer | None = None) -> dict[str, int]:
     """:func:`finish_run` for a plan run whose result table is written: counts per step and status,
     the error rows of every ``<step>_meta`` (:func:`plan_failures`) to the dead letter; prints the
-    outcome and, when rows failed, the ``retry-failed`` command.
+    outcome and, when rows failed, the ``retry-failed`` command; with a ``budget``, what it spent
+    (``budget`` in the manifest) and the rows it left unevaluated (:func:`report_budget`).
 
     Returns:
         error class ──► failed rows.
@@ -248,7 +279,12 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
     counts = status_counts(result, steps)
     failed = plan_failures(result, job.run_id, steps, keys)
-    errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts}, failed, seconds)
+    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget else {}
+    errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts, **spent},
+                        failed, seconds)
+    if budget:
+        metas = [result[f"{s}_meta"]["status"] == "unevaluated" for s in steps if f"{s}_meta" in result.columns]
+        report_budget(job.run_id, budget, result.filter(reduce(lambda a, b: a | b, metas)).count() if metas else 0)
     if errors:
         print(f"[apwa] run {job.run_id}: {sum(errors.values())} failed rows ("
               + ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) + f") in {store.path(DEAD_LETTER)}; "
@@ -257,8 +293,10 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
 
 
 def status_counts(result: DataFrame, steps: Sequence[str]) -> dict:
-    """``{"rows": n, step: {"ok": n, "partial": n, "error": n}}`` over the ``<step>_meta`` columns of ``result``."""
-    pairs = [(s, status) for s in steps if f"{s}_meta" in result.columns for status in ("ok", "partial", "error")]
+    """``{"rows": n, step: {"ok": n, "partial": n, "error": n, "unevaluated": n}}`` over the
+    ``<step>_meta`` columns of ``result`` (``unevaluated``: left by a spent budget)."""
+    pairs = [(s, status) for s in steps if f"{s}_meta" in result.columns
+             for status in ("ok", "partial", "error", "unevaluated")]
     row = result.agg(F.count(F.lit(1)), *[F.count_if(result[f"{s}_meta"]["status"] == status) for s, status in pairs]).first()
     counts: dict = {"rows": row[0]}
     for (s, status), n in zip(pairs, row[1:]):

@@ -49,10 +49,12 @@ from apwa_spark import agent, storage
 from apwa_spark.config import Settings
 from apwa_spark.delta import TableStore
 from apwa_spark.hierarchy import USABLE, Child, reduce_groups, run_rounds
+from apwa_spark.llm.budget import BudgetServer
 from apwa_spark.llm.client import Completion
 from apwa_spark.plays import chunk_scenes, read_plays, resolve_play, resolve_plays
 from apwa_spark.progress import AnswerProgress
-from apwa_spark.runs import CACHE, CALL_FIELDS, PROVENANCE_FIELDS, JobContext, call_fields, finish_run, new_run_id
+from apwa_spark.runs import (CACHE, CALL_FIELDS, PROVENANCE_FIELDS, JobContext, call_fields, finish_run, job_budget,
+                             new_run_id, report_budget)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,7 @@ class LevelStats:
     seconds: float
     cache_hits: int = 0
     input_files: list[str] = field(default_factory=list)
+    unevaluated: int = 0  #: rows a spent budget left (status ``unevaluated``)
 
 
 @dataclass
@@ -293,10 +296,14 @@ def summarize_plays(
     manifest = {"job": "summarize", "plays": names, "max_scenes": max_scenes, "output_schema": output_schema,
                 "embedded": not settings.llm.base_url, "settings": settings.as_keys()}
     levels = LEVELS + ([CORPUS_LEVEL] if len(names) > 1 else [])
-    with job_endpoint(settings, spark.sparkContext.master, storage.local_file(store.root, "embedded-endpoint.log")) as settings:
+    with (job_endpoint(settings, spark.sparkContext.master, storage.local_file(store.root, "embedded-endpoint.log")) as settings,
+          job_budget(spark, settings) as budget):
         options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}
-        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, job_plan_id(settings), options)
-        return _run(scenes, store, job, {**manifest, "plan_id": job.plan_id}, levels)
+        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, job_plan_id(settings), options,
+                         budget_url=budget.url if budget else None)
+        result = _run(scenes, store, job, {**manifest, "plan_id": job.plan_id}, levels, budget)
+        report_budget(job.run_id, budget, sum(level.unevaluated for level in result.levels))
+        return result
 
 
 def job_plan_id(settings: Settings) -> str:
@@ -308,7 +315,7 @@ def job_plan_id(settings: Settings) -> str:
 
 
 def _run(scenes: DataFrame, store: TableStore, job: JobContext, manifest: dict,
-         reduce_levels: list[tuple[str, list[str]]]) -> SummarizeResult:
+         reduce_levels: list[tuple[str, list[str]]], budget: BudgetServer | None = None) -> SummarizeResult:
     started = time.monotonic()
     print(f"[apwa] run {job.run_id}: {store.schema or store.root}", flush=True)
     chunk_tokens = job.settings.summarize.chunk_tokens
@@ -328,7 +335,9 @@ def _run(scenes: DataFrame, store: TableStore, job: JobContext, manifest: dict,
     root = store.read(levels[-1].table).first()
     root = root.asDict() if root else {}
     seconds = time.monotonic() - started
-    errors = finish_run(store, job, {**manifest, "root_status": root.get("status")}, _failed_rows(store, levels[1:]), seconds)
+    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget else {}
+    errors = finish_run(store, job, {**manifest, "root_status": root.get("status"), **spent},
+                        _failed_rows(store, levels[1:]), seconds)
     plays = [resolve_play(p).stem for p in manifest["plays"]]
     label = plays[0] if len(plays) == 1 else f"corpus of {len(plays)} plays"
     return SummarizeResult(label, store.root, levels, root, seconds, job.run_id, errors, plays)
@@ -360,7 +369,7 @@ def _write_level(store: TableStore, name: str, build: Callable[[], DataFrame],
 def _totals(table: DataFrame) -> dict:
     if "status" not in table.columns:  # the chunks table: input, no LLM calls
         return dict(rows=table.count(), llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,
-                    cache_hits=0)
+                    cache_hits=0, unevaluated=0)
     row = table.agg(
         F.count("*").alias("rows"),
         F.coalesce(F.sum("llm_calls"), F.lit(0)).alias("llm_calls"),
@@ -369,6 +378,7 @@ def _totals(table: DataFrame) -> dict:
         F.coalesce(F.sum("cached_tokens"), F.lit(0)).alias("cached_tokens"),
         F.sum(F.when(F.col("status") == "error", 1).otherwise(0)).alias("errors"),
         F.sum(F.col("from_cache").cast("int")).alias("cache_hits"),
+        F.sum(F.when(F.col("status") == "unevaluated", 1).otherwise(0)).alias("unevaluated"),
     ).first()
     return {k: int(v or 0) for k, v in row.asDict().items()}
 

@@ -69,3 +69,11 @@ def test_the_run_registry_is_a_local_folder_not_an_object_store_uri(tmp_path, mo
             Settings.load(env={}, overrides={"spark.apwa.run.registry": uri})
     assert not list(tmp_path.iterdir())  # no `s3a:` or `dbfs:` folder made on the way
     assert Settings.load(env={}, overrides={"spark.apwa.run.registry": "file:///tmp/runs"}).run.registry == "file:///tmp/runs"
+
+
+def test_prices_turn_tokens_into_money_and_none_without_them():
+    assert Settings.load(env={}).price.cost(1000, 1000) is None
+    priced = Settings.load(env={}, overrides={"spark.apwa.price.inputPer1M": "0.15", "spark.apwa.price.outputPer1M": "0.6"})
+    assert priced.price.cost(2_000_000, 500_000) == pytest.approx(0.3 + 0.3) and priced.price.currency == "USD"
+    with pytest.raises(ConfigError, match="inputPer1M|input_per_1m"):
+        Settings.load(env={}, overrides={"spark.apwa.price.inputPer1M": "-1"})

@@ -192,6 +192,23 @@ def test_explain_spends_nothing_and_shows_plan_physical_plan_and_estimate(endpoi
     assert proxy.requests == 0
 
 
+def test_dry_run_prints_the_estimate_with_money_and_writes_nothing(endpoint, inputs, tmp_path):
+    prices = ["--conf", "spark.apwa.price.inputPer1M=2.5", "--conf", "spark.apwa.price.outputPer1M=10",
+              "--conf", "spark.apwa.price.currency=EUR"]
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        out = _cli("run", "--plan", str(inputs / "plan.yaml"), "--input", str(inputs / "r.csv"), "--output",
+                   str(tmp_path / "out"), "--dry-run", "--conf", f"spark.apwa.llm.baseUrl={proxy.base_url}", *prices)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert proxy.requests == 0 and not (tmp_path / "out").exists()
+    rows = {cells[0]: cells for line in out.stdout.splitlines() if line.startswith("| classify0 |") or line.startswith("| total |")
+            for cells in [[c.strip() for c in line.strip().strip("|").split("|")]]}
+    step, total = rows["classify0"], rows["total"]
+    calls, prompt, completion = int(step[2]), int(step[3]), int(step[4])
+    assert calls == 2 and prompt > 0 and completion > 0  # two rows, one call each
+    assert step[-1] == total[-1] == f"{(prompt * 2.5 + completion * 10) / 1e6:.4f} EUR"
+    assert total[2:5] == step[2:5] and "2.5 in, 10 out" in total[6]
+
+
 def test_plan_file_from_a_newer_ir_version_is_refused(inputs, tmp_path):
     newer = tmp_path / "newer.yaml"
     newer.write_text("version: 7\nsteps:\n  - {kind: chunk}\n")

@@ -50,7 +50,7 @@ def test_plan_run_writes_manifest_and_dead_letter_and_retry_failed_redrives_the_
     assert json.loads((out / "_runs" / f"{first['run_id']}.json").read_text()) == first
     assert first["job"] == "run" and first["input"] == str(docs) and first["key"] == "id" and first["rows"] == 5
     assert first["plan"]["steps"][0]["template"].startswith("Name the topic") and len(first["plan_id"]) == 16
-    assert first["status_counts"] == {"map0": {"ok": 4 - failed_calls, "partial": 0, "error": failed_calls + 1}}
+    assert first["status_counts"] == {"map0": {"ok": 4 - failed_calls, "partial": 0, "error": failed_calls + 1, "unevaluated": 0}}
     assert first["errors_by_class"]["NullInput"] == 1 and sum(first["errors_by_class"].values()) == failed_calls + 1
     assert first["embedded"] is False and "spark.apwa.llm.apiKey" not in first["settings"]
     dead = read_delta(spark, str(out / "_dead_letter")).toPandas()

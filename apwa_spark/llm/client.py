@@ -35,11 +35,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Coroutine, Mapping, Sequence, TypeVar
 
+import httpx
 import jsonschema
 import openai
 
 from apwa_spark.config import Settings
 from apwa_spark.llm import endpoints
+from apwa_spark.llm.budget import UNEVALUATED, BudgetClient, unevaluated_message
 from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.endpoints import EndpointUnavailableError
 from apwa_spark.llm.prompts import Task, cache_key, render_chat, render_completion
@@ -58,7 +60,8 @@ class Completion:
 
     Attributes:
         text: the completion text (stripped); for an error, the raw output if any came back.
-        status: ``ok`` or ``error``.
+        status: ``ok``, ``error``, or ``unevaluated``: the job's budget was spent before this task's
+            call (:mod:`apwa_spark.llm.budget`; error class ``BudgetExhausted``).
         error: ``ErrorClass: message`` when ``status`` is ``error``.
         prompt_tokens / completion_tokens / cached_tokens: from the endpoint's usage (cached: the
             prompt tokens its prefix cache served); 0 when no call was made.
@@ -109,6 +112,7 @@ class LLMClient:
         cache_options: delta-rs storage options of an object-store response cache (``cache.path``).
         run_id: the job's run id: clients of one job in one process share one
             :func:`~apwa_spark.llm.ratelimit.process_limiter`.
+        budget_url: the job's :class:`~apwa_spark.llm.budget.BudgetServer` URL (a secret); None: no budget.
 
     Example::
 
@@ -118,13 +122,14 @@ class LLMClient:
     """
 
     def __init__(self, settings: Settings, tasks: int = 1, cache_options: Mapping[str, str] | None = None,
-                 run_id: str = ""):
+                 run_id: str = "", budget_url: str | None = None):
         if not settings.llm.base_url:
             raise ValueError("LLMClient needs spark.apwa.llm.baseUrl (start the embedded endpoint first)")
         self.settings = settings
         self.base_url = settings.llm.base_url.rstrip("/")
         self.tasks = tasks
         self.limiter = process_limiter(run_id, settings.llm.rpm, settings.llm.tpm, tasks)
+        self.budget = BudgetClient(budget_url) if budget_url else None
         self.cache = (ResponseCache(settings.cache.path, cache_options)
                       if settings.cache.enabled and settings.cache.path else None)
 
@@ -168,8 +173,8 @@ class LLMClient:
             timeout=self.settings.llm.timeout,
             max_retries=self.settings.llm.max_retries,
             http_client=http(event_hooks=hooks),
-        ) as client:
-            sent = await asyncio.gather(*(self._one(client, semaphore, task, key, recorder)
+        ) as client, httpx.AsyncClient(trust_env=False) as budget_http:  # the driver, directly
+            sent = await asyncio.gather(*(self._one(client, budget_http, semaphore, task, key, recorder)
                                           for key, task in to_send.items()))
         await recorder.flush()
         by_key = {key: _from_cache(row) for key, row in cached.items()} | dict(zip(to_send, sent))
@@ -180,15 +185,31 @@ class LLMClient:
             seen.add(key)
         return out
 
-    async def _one(self, client, semaphore, task: Task, key: str, recorder: "_CacheRecorder") -> Completion:
+    async def _one(self, client, budget_http, semaphore, task: Task, key: str, recorder: "_CacheRecorder") -> Completion:
         if task.input is None or not task.input.strip():
             return Completion.failed("EmptyInput: input text is empty or null; no LLM call made")
         async with semaphore:
-            result = await self._attempts(client, task)
+            result = await self._budgeted(client, budget_http, task)
             if task.json_schema is not None and result.error_class in REPAIRED:
-                result = _add_calls(await self._attempts(client, repair_task(task, result)), result.calls)
+                repaired = await self._budgeted(client, budget_http, repair_task(task, result))
+                result = result if repaired.status == UNEVALUATED else _add_calls(repaired, result.calls)
             if result.status == "ok" and task.cacheable:
                 await recorder.record(key, result)
+        return result
+
+    async def _budgeted(self, client, budget_http, task: Task) -> Completion:
+        """:meth:`_attempts` within the job's budget: one call and an upper bound of its tokens
+        reserved first (refused: ``unevaluated``, no request), the real usage settled after."""
+        if self.budget is None:
+            return await self._attempts(client, task)
+        prompt = (len(task.input) + len(task.template.instruction) + len(task.template.cue or "")) // 3 + 8
+        reserved = {"prompt_tokens": prompt, "completion_tokens": task.max_tokens}
+        limit = await self.budget.reserve(budget_http, **reserved)
+        if limit:
+            return Completion(text=None, status=UNEVALUATED, error=unevaluated_message(limit))
+        result = await self._attempts(client, task)
+        await self.budget.settle(budget_http, reserved, {"calls": result.calls, "prompt_tokens": result.prompt_tokens,
+                                                         "completion_tokens": result.completion_tokens})
         return result
 
     async def _attempts(self, client, task: Task) -> Completion:

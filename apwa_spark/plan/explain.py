@@ -33,7 +33,7 @@ def estimate(df: DataFrame, plan: Plan) -> list[dict]:
 
 def explain(df: DataFrame, plan: Plan, settings: Settings) -> str:
     """The plan (YAML), the physical plan of its steps up to the first that materializes, and the
-    estimate, as text."""
+    estimate, as text: per step and in total, with money at ``spark.apwa.price.*`` when set."""
     plan.check(df.columns)
     run = RunContext(JobContext(settings, "explain"))
     compiled = df
@@ -44,9 +44,22 @@ def explain(df: DataFrame, plan: Plan, settings: Settings) -> str:
     physical = io.StringIO()
     with redirect_stdout(physical):
         compiled.explain(mode="formatted")
-    rows = estimate(df, plan)
-    table = ["| step | kind | LLM calls (at most) | prompt tokens (est.) | completion tokens (at most) | rows out | assumption |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    return "\n".join(["# Plan", plan.to_yaml(), "# Spark physical plan", physical.getvalue(), "# Estimate",
+                      *estimate_table(estimate(df, plan), settings)])
+
+
+def estimate_table(rows: list[dict], settings: Settings) -> list[str]:
+    """:func:`estimate`'s rows as a Markdown table with a total row; the cost column is money at
+    ``spark.apwa.price.*`` (``n/a`` without prices). Answers already in the response cache are
+    counted as calls: the figures are upper bounds."""
+    price = settings.price
+    money = lambda p, c: "n/a" if (v := price.cost(p, c)) is None else f"{v:.4f} {price.currency}"
+    table = ["| step | kind | LLM calls (at most) | prompt tokens (est.) | completion tokens (at most) | rows out | assumption | cost |",
+             "|---|---|---:|---:|---:|---:|---|---:|"]
     table += [f"| {r['step']} | {r['kind']} | {r['llm_calls']} | {r['prompt_tokens']} | {r['completion_tokens']} | "
-              f"{r['rows_out']} | {r['assumption']} |" for r in rows]
-    return "\n".join(["# Plan", plan.to_yaml(), "# Spark physical plan", physical.getvalue(), "# Estimate", *table])
+              f"{r['rows_out']} | {r['assumption']} | {money(r['prompt_tokens'], r['completion_tokens'])} |" for r in rows]
+    calls, prompt, completion = (sum(r[k] for r in rows) for k in ("llm_calls", "prompt_tokens", "completion_tokens"))
+    basis = (f"prices per 1M tokens: {price.input_per_1m or 0:g} in, {price.output_per_1m or 0:g} out"
+             if price.cost(0, 0) is not None else "set spark.apwa.price.inputPer1M / outputPer1M for a money figure")
+    table.append(f"| total | | {calls} | {prompt} | {completion} | | {basis} | {money(prompt, completion)} |")
+    return table

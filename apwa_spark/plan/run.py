@@ -22,7 +22,7 @@ from apwa_spark.delta import TableStore
 from apwa_spark.plan.compiler import compile_plan
 from apwa_spark.plan.ir import Plan
 from apwa_spark.plan.step import RunContext
-from apwa_spark.runs import CACHE, JobContext, close_plan_run, keyed_input, new_run_id, plan_manifest
+from apwa_spark.runs import CACHE, JobContext, close_plan_run, job_budget, keyed_input, new_run_id, plan_manifest
 from apwa_spark.tools import registry
 
 
@@ -63,10 +63,12 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
     if settings.cache.enabled and not settings.cache.path:
         settings = settings.with_overrides(**{"spark.apwa.cache.path": store.path(CACHE)})
     manifest = plan_manifest(plan, kind, source, key, output_schema, settings)
-    with job_endpoint(settings, spark.sparkContext.master, storage.local_file(store.root, "embedded-endpoint.log")) as settings:
+    with (job_endpoint(settings, spark.sparkContext.master, storage.local_file(store.root, "embedded-endpoint.log")) as settings,
+          job_budget(spark, settings) as budget):
         options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}
-        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id, options)
+        job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id, options,
+                         budget_url=budget.url if budget else None)
         store.write(compile_plan(df, plan, RunContext(job, store)), "result")
-        close_plan_run(store, job, plan, manifest, time.monotonic() - started)
+        close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
     return store.read("result")

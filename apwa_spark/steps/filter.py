@@ -28,7 +28,7 @@ def compile_filter(df: DataFrame, name: str, step: FilterStep, run: RunContext) 
     no row is dropped silently."""
     call = lambda cols, job: agents.filter_rows(agent_prompts(step, cols), job.settings, job.client())
     df = apply_llm(df, name, None, BooleanType(), run.job, template_hash(step.template), step.reads(), call)
-    keep = F.col(f"__{name}.value") | (F.col(f"{name}_meta.status") == "error")
+    keep = F.col(f"__{name}.value") | (F.col(f"{name}_meta.status") != "ok")  # error and unevaluated rows stay
     return df.filter(keep).drop(f"__{name}")
 
 
