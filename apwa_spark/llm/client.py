@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import logging
@@ -173,7 +174,7 @@ class LLMClient:
             timeout=self.settings.llm.timeout,
             max_retries=self.settings.llm.max_retries,
             http_client=http(event_hooks=hooks),
-        ) as client, httpx.AsyncClient(trust_env=False) as budget_http:  # the driver, directly
+        ) as client, (httpx.AsyncClient(trust_env=False) if self.budget else contextlib.nullcontext()) as budget_http:
             sent = await asyncio.gather(*(self._one(client, budget_http, semaphore, task, key, recorder)
                                           for key, task in to_send.items()))
         await recorder.flush()
