@@ -161,6 +161,17 @@ class BudgetSettings(BaseModel):
         return any(v is not None for v in (self.max_calls, self.max_tokens, self.max_cost))
 
 
+class PlannerSettings(BaseModel):
+    """The planner agent (``spark.apwa.planner.*``)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    mode: Literal["auto", "staged", "whole"] = Field(
+        "auto", description="staged: one narrow choice per call, clause by clause (base models); whole: one call with the "
+                            "whole plan's JSON schema (instruct models), staged if that plan is rejected; auto: whole for "
+                            "chat-style endpoints, staged otherwise")
+
+
 class Settings(BaseModel):
     """All apwa-spark settings. Build with :meth:`load`; pass to jobs and UDFs as plain data."""
 
@@ -175,6 +186,7 @@ class Settings(BaseModel):
     delta: DeltaSettings = DeltaSettings()
     price: PriceSettings = PriceSettings()
     budget: BudgetSettings = BudgetSettings()
+    planner: PlannerSettings = PlannerSettings()
 
     @classmethod
     def load(
@@ -312,7 +324,7 @@ def _read_key_file(path: str) -> str:
 GROUPS: dict[str, type[BaseModel]] = {
     "llm": LLMSettings, "embedded": EmbeddedSettings, "summarize": SummarizeSettings, "cache": CacheSettings,
     "run": RunSettings, "sql": SqlSettings, "delta": DeltaSettings, "price": PriceSettings,
-    "budget": BudgetSettings,
+    "budget": BudgetSettings, "planner": PlannerSettings,
 }
 
 

@@ -100,7 +100,7 @@ def main() -> None:
             try:
                 plan = plan_query(query, metadata[source], settings)
                 row.update(valid=True, kinds=[s.kind for s in plan.steps], llm_calls=plan.provenance.llm_calls,
-                           action=plan.provenance.action, decided_by=plan.provenance.decided_by, plan=plan.model_dump(
+                           action=",".join(plan.provenance.actions), decided_by=plan.provenance.decided_by, plan=plan.model_dump(
                                exclude={"provenance", "query"}))
             except PlanError as err:
                 plan = None

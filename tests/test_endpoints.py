@@ -351,7 +351,7 @@ def test_gateway_other_step_kinds_planner_and_sql_in_chat_style(spark, gateway, 
     df = spark.createDataFrame(REVIEWS, "id long, text string")
     plan = apwa_spark.plan(df, "Classify each review as one of: positive, negative", settings)
     # a valid, checked plan from the model's chat answers (which kind the 270M base model picks in chat is its own matter)
-    assert plan.provenance.decided_by["kind"] == "model" and plan.provenance.llm_calls >= 1
+    assert plan.provenance.decided_by["step0.kind"] == "model" and plan.provenance.llm_calls >= 1
     plan.check(df.columns)
     register(spark, settings)
     df.createOrReplaceTempView("gateway_reviews")

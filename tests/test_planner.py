@@ -85,11 +85,11 @@ def test_planner_plan_validates_and_runs_end_to_end(kind, reviews, settings, end
     assert not any(SECRET_TAIL.encode() in body for body in proxy.bodies)  # metadata only, never the data
     assert 1 <= proxy.requests <= 6  # kind + fields, one repair round, each with at most one JSON repair
     plan.check(reviews.columns)
-    assert plan.query == QUERIES[kind] and plan.provenance.decided_by["kind"] == "model"
+    assert plan.query == QUERIES[kind] and plan.provenance.decided_by["step0.kind"] == "model"
     assert plan.provenance.llm_calls == proxy.requests
     kinds = [s.kind for s in plan.steps]
     record_property("planned_kinds", kinds)
-    print(f"{kind}: planned {kinds}, action {plan.provenance.action!r}, decided by {plan.provenance.decided_by}")
+    print(f"{kind}: planned {kinds}, actions {plan.provenance.actions}, decided by {plan.provenance.decided_by}")
     out = run_plan(reviews, plan, tmp_path, settings)
     lo, hi = _expected_rows(plan, reviews)
     assert lo <= out.count() <= hi

@@ -31,17 +31,19 @@ IR_VERSION = 1
 class PlanProvenance(BaseModel):
     """How the planner arrived at a plan: which stage decided each choice.
 
-    ``decided_by`` maps a choice (``kind``, ``step0.labels``, ``step0.column`` …) to ``model`` (the
+    ``decided_by`` maps a choice per step (``step0.kind``, ``step0.labels``, ``step1.column`` …) to ``model`` (the
     planner model chose it, grammar-constrained), ``model-repair`` (chosen in the repair round),
     ``default:<rule>`` (a deterministic default from the table metadata or the query) or
-    ``rule:<name>`` (a rule-based fallback after the model's answer failed validation).
+    ``rule:<name>`` (a rule: a fallback after the model's answer failed validation, or a cheap
+    step kind taking a clause the columns answer, ``rule:where-instead-of-filter``).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    planner: str = "staged"
+    planner: str = Field("staged", description="staged (clause by clause) or whole (one call with the plan's schema)")
     model: str = ""
-    action: str = Field("", description="the action word the model chose in the kind stage")
+    clauses: list[str] = Field(default_factory=list, description="the query's clauses, one step planned for each (staged)")
+    actions: list[str] = Field(default_factory=list, description="the action word the model chose per clause (staged)")
     decided_by: dict[str, str] = Field(default_factory=dict)
     llm_calls: int = 0
 

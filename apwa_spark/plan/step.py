@@ -109,6 +109,16 @@ class StepConfig(BaseModel):
         kept = [c for c in available if c not in self.drops()]
         return kept + [c for c in self.writes() if c not in kept]
 
+    def text_output(self) -> str | None:
+        """The text column this step leaves for the next step to work on (the planner's default text
+        column after it); None: the text column stays what it was."""
+        return None
+
+    def key_outputs(self) -> dict[str, list[str]]:
+        """Low-cardinality columns this step adds, which later steps may group or select rows by,
+        with their known values (a classify step's labels); empty: none."""
+        return {}
+
 
 class TemplateStepConfig(StepConfig):
     """A step whose executor agent expands a subtask template per row."""
@@ -181,9 +191,19 @@ class PlanningContext:
     key_columns: list[str] = field(default_factory=list)
     decided: dict[str, str] = field(default_factory=dict)
     prefix: str = "step0"
+    values: dict[str, list[str]] = field(default_factory=dict)  #: key column ──► its known values (classify labels)
 
     def decide(self, choice: str, by: str) -> None:
         self.decided[f"{self.prefix}.{choice}"] = by
+
+    def named_columns(self) -> list[str]:
+        """The columns the clause names as a word (``_`` read as a space), in the clause's order."""
+        found = [(m.start(), c) for c in self.columns for m in [self.mention(c)] if m]
+        return [c for _, c in sorted(found)]
+
+    def mention(self, column: str) -> re.Match | None:
+        """Where the clause names ``column`` (None: it does not)."""
+        return re.search(rf"(?<!\w){re.escape(column.lower().replace('_', ' '))}(?!\w)", self.query.lower())
 
 
 @dataclass(frozen=True)
@@ -199,6 +219,9 @@ class PlannerSpec:
         build: (context, fields) ──► the step's config as a dict.
         description: one line the planner shows for the kind.
         rank: the place of the kind's examples in the planner's prompts (lowest first).
+        route: (context, kind the action stage chose) ──► True when this kind takes the clause
+            instead, by rule: the cheap path (``where``, ``select``: no LLM call) for a clause that
+            the columns can answer. Kinds with a route and no actions are reached only by it.
     """
 
     actions: tuple[str, ...]
@@ -208,6 +231,7 @@ class PlannerSpec:
     field_examples: tuple[tuple[str, dict], ...] = ()
     description: str = ""
     rank: int = 100
+    route: Callable[[PlanningContext, str], bool] | None = None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,9 @@ class ChunkStep(StepConfig):
     def writes(self) -> list[str]:
         return [self.output, f"{self.output}_index"]
 
+    def text_output(self) -> str | None:
+        return self.output
+
 
 def compile_chunk(df: DataFrame, name: str, step: ChunkStep, run: RunContext) -> DataFrame:
     """``chunk``: one row per piece (``posexplode``), ``<output>_index`` in document order; no LLM call."""

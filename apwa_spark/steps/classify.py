@@ -40,6 +40,9 @@ class ClassifyStep(AgentStepConfig):
     def writes(self) -> list[str]:
         return [self.output]
 
+    def key_outputs(self) -> dict[str, list[str]]:
+        return {self.output: list(self.labels)}
+
 
 def compile_classify(df: DataFrame, name: str, step: ClassifyStep, run: RunContext) -> DataFrame:
     """``classify``: template ──► ``step.output``, always one of ``step.labels`` (or NULL with an error status).

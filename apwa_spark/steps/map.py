@@ -24,6 +24,9 @@ class MapStep(AgentStepConfig):
     def writes(self) -> list[str]:
         return [self.output]
 
+    def text_output(self) -> str | None:
+        return self.output
+
 
 def compile_map(df: DataFrame, name: str, step: MapStep, run: RunContext) -> DataFrame:
     """``map``: template ──► string column ``step.output`` and ``<name>_meta``."""

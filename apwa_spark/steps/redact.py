@@ -57,6 +57,9 @@ class RedactStep(StepConfig):
     def drops(self) -> list[str]:
         return [] if self.keep_source or self.column == self.output else [self.column]
 
+    def text_output(self) -> str | None:
+        return self.output
+
 
 def compile_redact(df: DataFrame, name: str, step: RedactStep, run: RunContext) -> DataFrame:
     """``redact``: ``step.output`` (text with ``[ENTITY]`` markers) and ``<output>_spans`` (``start``,

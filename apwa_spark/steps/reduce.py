@@ -37,6 +37,9 @@ class ReduceStep(TemplateStepConfig):
     def writes(self) -> list[str]:
         return [self.output]
 
+    def text_output(self) -> str | None:
+        return self.output
+
     def columns_after(self, available: list[str]) -> list[str]:
         return self.group_by + self.writes()
 
@@ -136,14 +139,26 @@ def estimate_reduce(step: ReduceStep, stats: InputStats) -> Estimate:
                     assumption=f"{CHARS_PER_TOKEN:g} characters per token; each round's answers at most max_tokens")
 
 
-def field_schema(ctx: PlanningContext) -> dict:
-    props = {"group_by": {"type": "string", "enum": ctx.key_columns + ["none"]}}
+def named_keys(ctx: PlanningContext) -> list[str]:
+    """The key columns the clause names (``… of each act``, ``… of each label``)."""
+    return [c for c in ctx.named_columns() if c in ctx.key_columns and c != ctx.text_column]
+
+
+def field_schema(ctx: PlanningContext) -> dict | None:
+    """The group key, when the clause names none of the key columns; None: the named one decides."""
+    if named_keys(ctx):
+        return None
+    keys = [k for k in ctx.key_columns if k != ctx.text_column]
+    props = {"group_by": {"type": "string", "enum": keys + ["none"]}}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 def build_reduce(ctx: PlanningContext, fields: dict) -> dict:
     ctx.decide("template", "default:query-as-instruction")
-    key = fields.get("group_by", "none")
+    named = named_keys(ctx)
+    if named:
+        ctx.decide("group_by", "rule:named-key-column")
+    key = named[0] if named else fields.get("group_by", "none")
     return {"kind": "reduce", "template": f"{ctx.query}\n\nTexts:\n{{{ctx.text_column}}}",
             "group_by": [] if key in ("none", ctx.text_column) else [key], "output": fields.get("output") or "summary"}
 

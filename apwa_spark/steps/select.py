@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import Field
 from pyspark.sql import DataFrame
 
-from apwa_spark.plan.step import Cardinality, Estimate, InputStats, RunContext, StepConfig, StepKind
+from apwa_spark.plan.step import (Cardinality, Estimate, InputStats, PlannerSpec, PlanningContext, RunContext, StepConfig,
+                                  StepKind)
 
 
 class SelectStep(StepConfig):
@@ -35,4 +37,18 @@ def estimate_select(step: SelectStep, stats: InputStats) -> Estimate:
                     assumption="no call")
 
 
-KIND = StepKind(config=SelectStep, compile=compile_select, estimate=estimate_select)
+def route_select(ctx: PlanningContext, chosen: str) -> bool:
+    """A clause that speaks of columns (``keep only the name and label columns``) and names some."""
+    return bool(re.search(r"\bcolumns?\b", ctx.query, re.I)) and bool(ctx.named_columns())
+
+
+def build_select(ctx: PlanningContext, fields: dict) -> dict:
+    ctx.decide("columns", "rule:named-columns")
+    return {"kind": "select", "columns": ctx.named_columns()}
+
+
+KIND = StepKind(
+    config=SelectStep, compile=compile_select, estimate=estimate_select,
+    planner=PlannerSpec(actions=(), examples=(), route=route_select, build=build_select, rank=8,
+                        description="keep only the named columns (no LLM call)"),
+)
