@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import Field
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructField, StructType
 
 from apwa_spark.hierarchy import USABLE, Child, ReduceDidNotConverge, reduce_groups, run_rounds
 from apwa_spark.llm.client import Completion
@@ -68,11 +69,13 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     nodes = df.select(*keys, order.cast("long").alias("__order"), F.col(texts[0]).cast("string").alias(step.output),
                       F.lit(None).cast(META_SCHEMA).alias(f"{name}_meta"), F.lit(0).cast("long").alias("__failed"))
     store.write(nodes, f"{name}_r0")
+    # every column nullable: a failed group's summary is NULL even where the input text column is NOT NULL
+    schema = StructType([StructField(f.name, f.dataType, True) for f in nodes.schema])
     fn = _reduce_group_fn(name, step, keys, job)
 
     def write_round(round_no: int) -> str:
         current = store.read(f"{name}_r{round_no - 1}")
-        store.write(current.groupBy(*keys).applyInPandas(fn, nodes.schema), f"{name}_r{round_no}")
+        store.write(current.groupBy(*keys).applyInPandas(fn, schema), f"{name}_r{round_no}")
         return f"{name}_r{round_no}"
 
     def groups_left(table: str) -> bool:
