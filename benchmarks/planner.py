@@ -82,30 +82,43 @@ def docs_table(spark, rows: int = 20):
     return spark.createDataFrame(data, "name string, version string, text string")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def planner_bench(doc: str, run_default: int) -> tuple[argparse.Namespace, dict]:
+    """The planner benchmarks' arguments (``--base-url``, ``--run N``) and their inputs (cached
+    DataFrames ``play``, ``pii``, ``docs``) on a quiet ``local[2]`` session."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--base-url")
-    parser.add_argument("--run", type=int, default=0, help="run each valid plan end to end on the first N rows")
+    parser.add_argument("--run", type=int, default=run_default, help="run each valid plan end to end on the first N rows")
     args = parser.parse_args()
     spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
     spark.sparkContext.setLogLevel("ERROR")
-    tables = {"play": read_play(spark, "romeo-and-juliet").cache(), "pii": pii_table(spark).cache(),
-              "docs": docs_table(spark).cache()}
+    return args, {"play": read_play(spark, "romeo-and-juliet").cache(), "pii": pii_table(spark).cache(),
+                  "docs": docs_table(spark).cache()}
+
+
+def plan_row(source: str, query: str, expected: list[str], metadata, settings) -> tuple:
+    """Plan one query: (the plan or None, its result row: valid, kinds, planner LLM calls and seconds,
+    clauses, action words, provenance, the plan, or the error)."""
+    row = {"input": source, "query": query, "expected": expected}
+    start = time.perf_counter()
+    try:
+        plan = plan_query(query, metadata, settings)
+        p = plan.provenance
+        row.update(valid=True, kinds=[s.kind for s in plan.steps], llm_calls=p.llm_calls, clauses=p.clauses,
+                   actions=p.actions, decided_by=p.decided_by, plan=plan.model_dump(exclude={"provenance", "query"}))
+    except PlanError as err:
+        plan = None
+        row.update(valid=False, kinds=[], llm_calls=None, error=str(err)[:800])
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return plan, row
+
+
+def main() -> None:
+    args, tables = planner_bench(__doc__, 0)
     metadata = {name: table_metadata(df) for name, df in tables.items()}
     results = []
     with endpoint_settings(args.base_url) as settings:
         for source, query, expected in QUERIES:
-            row = {"input": source, "query": query, "expected": expected}
-            start = time.perf_counter()
-            try:
-                plan = plan_query(query, metadata[source], settings)
-                row.update(valid=True, kinds=[s.kind for s in plan.steps], llm_calls=plan.provenance.llm_calls,
-                           action=",".join(plan.provenance.actions), decided_by=plan.provenance.decided_by, plan=plan.model_dump(
-                               exclude={"provenance", "query"}))
-            except PlanError as err:
-                plan = None
-                row.update(valid=False, kinds=[], llm_calls=None, error=str(err)[:600])
-            row["seconds"] = round(time.perf_counter() - start, 2)
+            plan, row = plan_row(source, query, expected, metadata[source], settings)
             row["kinds_match"] = row["kinds"] == expected
             if plan is not None:
                 try:
@@ -144,7 +157,7 @@ def main() -> None:
     ]
     for r in results:
         lines.append(f"| {r['input']} | {r['query']} | {','.join(r['expected'])} | {','.join(r['kinds']) or '-'} | "
-                     f"{r.get('action', '-')} | {'yes' if r['valid'] else 'no'} | {'yes' if r['kinds_match'] else 'no'} | "
+                     f"{','.join(r.get('actions', [])) or '-'} | {'yes' if r['valid'] else 'no'} | {'yes' if r['kinds_match'] else 'no'} | "
                      f"{'yes' if r.get('explain_ok') else 'no'} | {r['seconds']} | {r['llm_calls'] if r['llm_calls'] is not None else '-'} |"
                      + (f" {r.get('run_rows', 'error' if r.get('run_ok') is False else '-')} |" if args.run else ""))
     lines += ["", "Which stage decided each choice (plan provenance), per query:", ""]

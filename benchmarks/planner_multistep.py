@@ -12,7 +12,6 @@ statuses of its LLM steps. Writes ``results/planner_multistep.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib.util
 import sys
@@ -21,17 +20,13 @@ import time
 from pathlib import Path
 
 from _common import endpoint_settings, machine, write_results
-from planner import docs_table, pii_table
+from planner import plan_row, planner_bench
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from compound_queries import QUERIES  # noqa: E402
 
-from apwa_spark.plan.ir import PlanError  # noqa: E402
 from apwa_spark.plan.metadata import table_metadata  # noqa: E402
-from apwa_spark.plan.planner import plan_query  # noqa: E402
 from apwa_spark.plan.run import run_plan  # noqa: E402
-from apwa_spark.plays import read_play  # noqa: E402
-from apwa_spark.session import get_session  # noqa: E402
 
 
 def modules_table(spark, rows: int = 20):
@@ -67,30 +62,13 @@ def run_one(df, plan, rows: int, settings) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--base-url")
-    parser.add_argument("--run", type=int, default=5, help="run each valid plan end to end on the first N rows (0: plan only)")
-    args = parser.parse_args()
-    spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
-    spark.sparkContext.setLogLevel("ERROR")
-    tables = {"play": read_play(spark, "romeo-and-juliet").cache(), "pii": pii_table(spark).cache(),
-              "docs": docs_table(spark).cache(), "modules": modules_table(spark).cache()}
+    args, tables = planner_bench(__doc__, 5)
+    tables["modules"] = modules_table(next(iter(tables.values())).sparkSession).cache()
     metadata = {name: table_metadata(df) for name, df in tables.items()}
     results = []
     with endpoint_settings(args.base_url) as settings:
         for source, query, expected in QUERIES:
-            row = {"input": source, "query": query, "expected": expected}
-            start = time.perf_counter()
-            try:
-                plan = plan_query(query, metadata[source], settings)
-                p = plan.provenance
-                row.update(valid=True, kinds=[s.kind for s in plan.steps], llm_calls=p.llm_calls, clauses=p.clauses,
-                           actions=p.actions, decided_by=p.decided_by,
-                           plan=plan.model_dump(exclude={"provenance", "query"}))
-            except PlanError as err:
-                plan = None
-                row.update(valid=False, kinds=[], llm_calls=None, error=str(err)[:800])
-            row["seconds"] = round(time.perf_counter() - start, 2)
+            plan, row = plan_row(source, query, expected, metadata[source], settings)
             row["exact"] = row["kinds"] == expected
             if plan is not None and args.run:
                 row.update(run_one(tables[source], plan, args.run, settings))
