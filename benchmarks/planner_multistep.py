@@ -17,6 +17,7 @@ import importlib.util
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from _common import endpoint_settings, machine, write_results
@@ -88,6 +89,8 @@ def summarize(results: list[dict], settings, run_rows: int) -> dict:
             "run_rows": run_rows, "runs": len(ran), "runs_ok": sum(r["run_ok"] for r in ran),
             "mean_planner_seconds": round(sum(r["seconds"] for r in results) / n, 2),
             "mean_planner_calls": round(sum(r["llm_calls"] or 0 for r in results) / n, 2),
+            "llm_step_rows_by_status": dict(Counter(k for r in ran for st in r.get("statuses", {}).values()
+                                                   for k, v in st.items() for _ in range(v))),
             "steps_by_kind": {k: sum(r["kinds"].count(k) for r in results) for k in
                               sorted({k for r in results for k in r["kinds"]})}}
 
@@ -101,7 +104,9 @@ def markdown(results: list[dict], settings, run_rows: int) -> str:
         + (f"Each valid plan was run end to end on the first {run_rows} rows of its input." if run_rows else "Not run."), "",
         f"**Valid plans: {s['valid_plans']}/{s['queries']} ({s['valid_rate']:.0%}); exact step sequences: "
         f"{s['exact_sequences']}/{s['queries']} ({s['exact_rate']:.0%}); runs end to end: {s['runs_ok']}/{s['runs']}**; "
-        f"mean planner time {s['mean_planner_seconds']} s, mean planner LLM calls {s['mean_planner_calls']}.", "",
+        f"mean planner time {s['mean_planner_seconds']} s, mean planner LLM calls {s['mean_planner_calls']}. "
+        f"Rows of the LLM steps' results by status: {s['llm_step_rows_by_status']} (errors are the 270M model's empty "
+        "or invalid answers, kept as error rows).", "",
         "| input | query | expected | planned | exact | planner s | calls | run rows | run s |",
         "|---|---|---|---|---|---:|---:|---:|---:|",
     ]

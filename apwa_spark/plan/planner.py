@@ -61,6 +61,8 @@ from apwa_spark.plan.metadata import TableMetadata
 from apwa_spark.plan.step import PlanningContext, step_kinds
 from apwa_spark.tools import registry
 
+#: Completion cap of the whole-plan call, tokens (a plan of three or four steps fits).
+WHOLE_PLAN_TOKENS = 320
 #: Longest median text (characters) of a column the planner offers as a group key.
 KEY_MAX_CHARS = 64
 STOPWORDS = set("""a an the and or of to in on at by for from with as into is are be each every all any this that these
@@ -284,7 +286,7 @@ class _Staged:
         template = Template(instruction="Write a plan of steps over a table for the request, as JSON. Step kinds:\n"
                             + kinds + "\nTemplates name columns in braces, e.g. {text}.", cue="Plan:")
         columns = ", ".join(f"{c.name} ({c.type})" for c in self.metadata.columns)
-        answer = self.ask(template, f"Columns: {columns}\nRequest: {self.query}", plan_schema(self.columns), 512)
+        answer = self.ask(template, f"Columns: {columns}\nRequest: {self.query}", plan_schema(self.columns), WHOLE_PLAN_TOKENS)
         try:
             plan = Plan.model_validate({**answer, "query": self.query})
         except ValidationError as exc:
