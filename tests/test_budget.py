@@ -126,3 +126,27 @@ def test_on_a_local_cluster_the_whole_job_stays_within_max_calls(endpoint, tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     assert proxy.requests == 5
     assert "7 rows left unevaluated" in done.stdout and "spent 5 calls of 5" in done.stdout
+
+
+@pytest.mark.model
+def test_in_a_plan_of_two_steps_a_row_left_unevaluated_stays_unevaluated_in_the_next_step(spark, settings, endpoint, tmp_path):
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.plan.run import run_plan
+
+    plan = Plan.parse(PLAN + "  - {kind: map, template: 'Say in one word if this is good or bad: {topic}', output: verdict, "
+                             "max_tokens: 4}\n")
+    df = spark.createDataFrame([(d["id"], d["text"]) for d in REVIEWS], "id long, text string")
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        budgeted = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url, "spark.apwa.budget.maxCalls": "3"})
+        rows = run_plan(df, plan, tmp_path, budgeted).collect()
+        assert proxy.requests == 3
+        for r in rows:  # never an error: a row the first step left undone is undone in the second too (was NullInput)
+            assert r.map0_meta.status in ("ok", "unevaluated") and r.map1_meta.status in ("ok", "unevaluated")
+            if r.map0_meta.status == "unevaluated":
+                assert r.map1_meta.status == "unevaluated" and r.map1_meta.error_class == "BudgetExhausted"
+                assert r.map1_meta.llm_calls == 0
+        assert sum(r.map0_meta.status == "unevaluated" for r in rows) >= 1
+        paid = proxy.requests
+        rows = run_plan(df, plan, tmp_path, budgeted.with_overrides(**{"spark.apwa.budget.maxCalls": "100"})).collect()
+    assert not any("unevaluated" in (r.map0_meta.status, r.map1_meta.status) for r in rows)
+    assert proxy.requests - paid <= 2 * len(REVIEWS) - paid  # the paid answers came from the cache

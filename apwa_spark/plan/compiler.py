@@ -5,7 +5,8 @@ Each step kind's module (:mod:`apwa_spark.steps`) holds its compile function: pe
 (:mod:`apwa_spark.plan.udf`), ``chunk`` explodes, ``where``/``select`` are plain DataFrame
 operations, and ``reduce`` materializes rounds of ``groupBy().applyInPandas`` over Delta tables of
 the run's store. No step drops a row silently: ``filter`` keeps the rows answered true *and* the
-rows whose check failed (``status='error'``).
+rows whose check failed (``status='error'``). A row an earlier step left ``unevaluated`` (the
+job's budget) stays ``unevaluated`` in the steps after it (:func:`~apwa_spark.plan.udf.carry_unevaluated`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pyspark.sql import DataFrame
 
 from apwa_spark.plan.ir import Plan
 from apwa_spark.plan.step import Cardinality, RunContext, StepConfig, step_kind
+from apwa_spark.plan.udf import carry_unevaluated
 
 
 def compile_step(df: DataFrame, name: str, step: StepConfig, run: RunContext) -> DataFrame:
@@ -31,5 +33,5 @@ def compile_plan(df: DataFrame, plan: Plan, run: RunContext) -> DataFrame:
         if step.cardinality is Cardinality.MANY_TO_ONE and run.store is None:
             raise ValueError(f"step {name!r} ({step.kind}) materializes Delta tables; run the plan with "
                              "apwa_spark.plan.run.run_plan, which gives it a table store")
-        df = compile_step(df, name, step, run)
+        df = carry_unevaluated(compile_step(df, name, step, run), name)
     return df

@@ -89,6 +89,27 @@ def apply_llm(df: DataFrame, name: str, output: str | None, value_type: DataType
     return df.withColumn(f"{name}_meta", F.col(f"__{name}.meta"))
 
 
+def carry_unevaluated(df: DataFrame, name: str) -> DataFrame:
+    """Step ``name``'s ``NullInput`` error rows whose input is missing because an earlier step of the
+    plan was left ``unevaluated`` by the job's budget become ``unevaluated`` too (error class
+    ``BudgetExhausted``), so that a re-run with a larger budget finishes them instead of their
+    staying errors; ``df`` unchanged when the step has no ``<name>_meta`` or no step before it has."""
+    from apwa_spark.llm.budget import UNEVALUATED
+
+    meta_col = f"{name}_meta"
+    earlier = [c for c in df.columns if c.endswith("_meta") and c != meta_col]
+    if meta_col not in df.columns or not earlier:
+        return df
+    upstream = F.lit(False)
+    for column in earlier:
+        upstream = upstream | F.coalesce(F.col(f"{column}.status") == UNEVALUATED, F.lit(False))
+    missing = (F.col(f"{meta_col}.error_class") == "NullInput") & upstream
+    carried = (F.col(meta_col).withField("status", F.lit(UNEVALUATED)).withField("error_class", F.lit("BudgetExhausted"))
+               .withField("error", F.lit("BudgetExhausted: an earlier step of the plan was left unevaluated by the job's "
+                                         "budget; no LLM call made. Re-run the job with a larger budget")))
+    return df.withColumn(meta_col, F.when(missing, carried).otherwise(F.col(meta_col)))
+
+
 def per_row_estimate(step, stats: InputStats, completion_tokens: int) -> Estimate:
     """The estimate of a one-call-per-row template step: ``stats.rows`` calls, the template and its
     columns' characters at :data:`~apwa_spark.plan.step.CHARS_PER_TOKEN` characters per token (an
