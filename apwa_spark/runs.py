@@ -114,8 +114,9 @@ class JobContext:
 def job_budget(spark, settings: Settings) -> Iterator[BudgetServer | None]:
     """The job's :class:`~apwa_spark.llm.budget.BudgetServer` while the block runs (on the driver's
     ``127.0.0.1`` under a local master, else on ``spark.driver.host``, where executors reach the
-    driver); None when no ``spark.apwa.budget.*`` is set."""
-    if not settings.budget.enabled:
+    driver); None when neither ``spark.apwa.budget.*`` nor ``spark.apwa.llm.rpm`` / ``tpm`` is set
+    (the server also counts the processes sharing the rates)."""
+    if not (settings.budget.enabled or settings.llm.rpm or settings.llm.tpm):
         yield None
         return
     master = spark.sparkContext.master
@@ -126,7 +127,7 @@ def job_budget(spark, settings: Settings) -> Iterator[BudgetServer | None]:
 
 def report_budget(run_id: str, budget: BudgetServer | None, unevaluated: int) -> None:
     """Print what the budget left undone: spent against the limits, rows left ``unevaluated``."""
-    if budget is None:
+    if budget is None or not budget.enabled:
         return
     undone = (f"{unevaluated} rows left unevaluated; re-run the job with a larger spark.apwa.budget.* to finish "
               "them (paid answers come from the response cache)") if unevaluated else "every row evaluated"
@@ -279,10 +280,10 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
     counts = status_counts(result, steps)
     failed = plan_failures(result, job.run_id, steps, keys)
-    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget else {}
+    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
     errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts, **spent},
                         failed, seconds)
-    if budget:
+    if budget and budget.enabled:
         metas = [result[f"{s}_meta"]["status"] == "unevaluated" for s in steps if f"{s}_meta" in result.columns]
         report_budget(job.run_id, budget, result.filter(reduce(lambda a, b: a | b, metas)).count() if metas else 0)
     if errors:

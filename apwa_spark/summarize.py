@@ -335,7 +335,7 @@ def _run(scenes: DataFrame, store: TableStore, job: JobContext, manifest: dict,
     root = store.read(levels[-1].table).first()
     root = root.asDict() if root else {}
     seconds = time.monotonic() - started
-    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget else {}
+    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
     errors = finish_run(store, job, {**manifest, "root_status": root.get("status"), **spent},
                         _failed_rows(store, levels[1:]), seconds)
     plays = [resolve_play(p).stem for p in manifest["plays"]]

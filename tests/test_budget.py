@@ -150,3 +150,28 @@ def test_in_a_plan_of_two_steps_a_row_left_unevaluated_stays_unevaluated_in_the_
         rows = run_plan(df, plan, tmp_path, budgeted.with_overrides(**{"spark.apwa.budget.maxCalls": "100"})).collect()
     assert not any("unevaluated" in (r.map0_meta.status, r.map1_meta.status) for r in rows)
     assert proxy.requests - paid <= 2 * len(REVIEWS) - paid  # the paid answers came from the cache
+
+
+@pytest.mark.model
+def test_two_executors_keep_every_60_second_window_under_the_rpm(endpoint, tmp_path):
+    """local-cluster[2,1,1024]: each executor's Python workers take their share of spark.apwa.llm.rpm;
+    the proxy's arrival times show no sliding minute with more requests than the job's rpm."""
+    from test_jobs import ROOT, spark_submit
+
+    rpm, rows = 12, 15
+    docs, plan = tmp_path / "docs.jsonl", tmp_path / "plan.yaml"
+    docs.write_text("".join(json.dumps({"id": i, "text": f"Review {i}: the soup was cold."}) + "\n" for i in range(rows)))
+    plan.write_text(PLAN)
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        done = spark_submit(["--master", "local-cluster[2,1,1024]", "--conf", "spark.executor.memory=1g",
+                             "--conf", "spark.sql.files.maxPartitionBytes=256",  # several partitions, on both executors
+                             "--conf", f"spark.apwa.llm.baseUrl={proxy.base_url}", "--conf", f"spark.apwa.llm.rpm={rpm}",
+                             "--conf", "spark.apwa.cache.enabled=false",
+                             "--conf", f"spark.apwa.run.registry={tmp_path / 'registry'}",
+                             str(ROOT / "jobs/query.py"), "--plan", str(plan), "--input", str(docs),
+                             "--output", str(tmp_path / "out")], {}, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    arrivals = [t for t, _ in proxy.arrivals]
+    assert len(arrivals) >= rows > rpm  # the job outlasted a minute at that rate
+    assert max(sum(1 for t in arrivals if s <= t < s + 60) for s in arrivals) <= rpm, [round(t - arrivals[0], 1) for t in arrivals]
+    assert arrivals[-1] - arrivals[0] >= 60

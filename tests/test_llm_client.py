@@ -199,3 +199,35 @@ def test_a_quota_exhausted_429_fails_fast_and_later_calls_make_no_request(settin
     assert proxy.requests == 1  # not retried, and nothing sent after it
     assert [r.error_class for r in results] == ["QuotaExhausted"] * 4 and [r.calls for r in results] == [1, 0, 0, 0]
     assert "raise the quota" in results[0].error and "127.0.0.1" in results[0].error
+
+
+def test_no_60_second_window_gets_more_than_the_rpm():
+    from apwa_spark.llm.ratelimit import RateLimiter
+
+    limiter = RateLimiter(rpm=30, tpm=None)
+    start = time.monotonic()
+    sends = sorted(time.monotonic() - start + limiter.delay(10) for _ in range(90))  # 90 booked at once
+    assert max(sum(1 for t in sends if s <= t < s + 60) for s in sends) <= 30
+    assert sends[-1] < 3 * 60 + 15  # and the rate is kept up: 90 requests in about three minutes
+
+
+def test_the_rate_share_follows_the_processes_actually_sending():
+    from apwa_spark.llm.budget import BudgetServer
+    from apwa_spark.llm.ratelimit import SHARE_REFRESH_SECONDS, RateLimiter
+
+    s = Settings.load(env={})
+    with BudgetServer(s.budget, s.price, active_seconds=SHARE_REFRESH_SECONDS + 0.5) as server:
+        first = RateLimiter(rpm=60, tpm=6000, tasks=8, share_url=server.url)  # 8 cores, but who sends?
+        assert first.processes == 8
+        first.delay(1)
+        assert first.processes == 1  # alone: the whole rate, not an eighth of it
+        second = RateLimiter(rpm=60, tpm=6000, tasks=8, share_url=server.url)
+        second.delay(1)
+        assert second.processes == 2
+        time.sleep(SHARE_REFRESH_SECONDS + 0.1)
+        first.delay(1)
+        assert first.processes == 2  # the first hears of the second at its next report
+        time.sleep(SHARE_REFRESH_SECONDS + 0.6)  # the second stops sending
+        first.delay(1)
+        assert first.processes == 1
+    assert not server.enabled  # no spark.apwa.budget.*: the server only counted processes

@@ -14,6 +14,11 @@ So the budget holds across the cluster up to what is in flight: calls reserved b
 was reached finish, and their retries (at most ``llm.maxRetries`` each) are charged when they
 settle. A re-run with a larger budget reads the paid answers from the response cache and spends
 only on the rows left unevaluated.
+
+The same server counts the processes sending requests under ``spark.apwa.llm.rpm`` / ``tpm``
+(route ``share``, :mod:`apwa_spark.llm.ratelimit`): each sending process reports every few seconds,
+and each takes the job's rate divided by the processes heard from in the last
+:data:`ACTIVE_SECONDS`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping
 
@@ -29,15 +35,18 @@ import httpx
 from apwa_spark.config import BudgetSettings, PriceSettings
 
 UNEVALUATED = "unevaluated"
+#: A process that reported within this many seconds counts as sending (for the rate shares).
+ACTIVE_SECONDS = 10.0
 
 
 class BudgetServer:
-    """The job's budget on the driver; a context manager (serves on a daemon thread until exit).
+    """The job's budget and rate shares on the driver; a context manager (serves on a daemon thread until exit).
 
     Args:
         limits: ``spark.apwa.budget.*``.
         prices: ``spark.apwa.price.*`` (money for ``maxCost``).
         host: the address executors reach the driver at (``127.0.0.1`` for a local master).
+        active_seconds: how recent a process's report must be for it to count as sending.
 
     Attributes:
         url: ``http://host:port/<secret>``: whoever has it can spend the budget; keep it out of logs.
@@ -45,8 +54,11 @@ class BudgetServer:
         refused: reservations refused.
     """
 
-    def __init__(self, limits: BudgetSettings, prices: PriceSettings, host: str = "127.0.0.1"):
+    def __init__(self, limits: BudgetSettings, prices: PriceSettings, host: str = "127.0.0.1",
+                 active_seconds: float = ACTIVE_SECONDS):
         self.limits, self.prices = limits, prices
+        self.active_seconds = active_seconds
+        self._seen: dict[str, float] = {}
         self.spent = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.refused = 0
         self._lock = threading.Lock()
@@ -65,6 +77,11 @@ class BudgetServer:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the job has a budget (else the server only counts the processes sharing the rates)."""
+        return self.limits.enabled
 
     @property
     def cost(self) -> float | None:
@@ -92,6 +109,15 @@ class BudgetServer:
             for k in ("prompt_tokens", "completion_tokens"):
                 self.spent[k] += int(used.get(k, 0)) - int(reserved.get(k, 0))
 
+    def share(self, process: str, busy: float = 0.0) -> int:
+        """Record that ``process`` is sending, with requests booked for the next ``busy`` seconds;
+        the processes sending (still busy, or heard from within :attr:`active_seconds`), itself included."""
+        with self._lock:
+            now = time.monotonic()
+            self._seen[process] = now + max(0.0, busy)
+            self._seen = {p: t for p, t in self._seen.items() if now - t <= self.active_seconds}
+            return len(self._seen)
+
     def left_undone(self) -> str:
         """One line for the job's end: what was spent against which limits."""
         parts = [f"{self.spent['calls']} calls" + (f" of {self.limits.max_calls}" if self.limits.max_calls else ""),
@@ -111,9 +137,11 @@ class BudgetServer:
 
             def do_POST(self):
                 route = self.path.removeprefix(f"/{budget._secret}/")
-                if route == self.path or route not in ("reserve", "settle"):
+                if route == self.path or route not in ("reserve", "settle", "share"):
                     return self._send(404, {"error": "unknown budget route"})
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if route == "share":
+                    return self._send(200, {"active": budget.share(str(body.get("process", "")), float(body.get("busy", 0)))})
                 if route == "reserve":
                     limit = budget.reserve(int(body.get("prompt_tokens", 0)), int(body.get("completion_tokens", 0)))
                     return self._send(200, {"granted": limit is None, "limit": limit})

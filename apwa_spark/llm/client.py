@@ -109,11 +109,14 @@ class LLMClient:
     Args:
         settings: endpoint, concurrency, retries, limits and cache location.
         tasks: Spark tasks that may run at once in this job; each Python worker process takes
-            ``1/tasks`` of the job's ``llm.rpm`` / ``llm.tpm`` budgets.
+            ``1/tasks`` of the job's ``llm.rpm`` / ``llm.tpm`` budgets until the job server says how
+            many processes are sending.
         cache_options: delta-rs storage options of an object-store response cache (``cache.path``).
         run_id: the job's run id: clients of one job in one process share one
             :func:`~apwa_spark.llm.ratelimit.process_limiter`.
-        budget_url: the job's :class:`~apwa_spark.llm.budget.BudgetServer` URL (a secret); None: no budget.
+        budget_url: the job's :class:`~apwa_spark.llm.budget.BudgetServer` URL (a secret): its budget
+            (when ``spark.apwa.budget.*`` is set) and the count of processes sharing the rates;
+            None: no budget, and the rates' share is ``1/tasks``.
 
     Example::
 
@@ -129,8 +132,9 @@ class LLMClient:
         self.settings = settings
         self.base_url = settings.llm.base_url.rstrip("/")
         self.tasks = tasks
-        self.limiter = process_limiter(run_id, settings.llm.rpm, settings.llm.tpm, tasks)
-        self.budget = BudgetClient(budget_url) if budget_url else None
+        self.limiter = process_limiter(run_id, settings.llm.rpm, settings.llm.tpm, tasks,
+                                       budget_url if settings.llm.rpm or settings.llm.tpm else None)
+        self.budget = BudgetClient(budget_url) if budget_url and settings.budget.enabled else None
         self.cache = (ResponseCache(settings.cache.path, cache_options)
                       if settings.cache.enabled and settings.cache.path else None)
 

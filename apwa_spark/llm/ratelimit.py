@@ -1,43 +1,67 @@
 """Requests-per-minute and tokens-per-minute limits: one limiter per Python worker process, for the job.
 
 ``spark.apwa.llm.rpm`` / ``spark.apwa.llm.tpm`` are budgets for the whole job. A Spark task runs in
-its own Python worker process, so each process takes ``budget / tasks``, where ``tasks`` is the number
-of tasks that can run at once (the cluster's cores, ``SparkContext.defaultParallelism``), and the sum
-never exceeds the budget. The limiter is made once per process (:func:`process_limiter`) and lives
-for the whole job: every batch of rows, reduce group and redact round in that process draws from the
-same buckets, instead of each starting with a full minute of burst.
+its own Python worker process, so each process takes ``budget / n``. ``n`` is the number of
+processes *actually sending* requests: each limiter reports to the driver's job server
+(:class:`~apwa_spark.llm.budget.BudgetServer`, route ``share``) at most every
+:data:`SHARE_REFRESH_SECONDS` while it books requests, with how long its booked requests will keep
+it sending, and the server counts the processes still sending or heard from in the last
+:data:`~apwa_spark.llm.budget.ACTIVE_SECONDS`. (At a low rate a process books a request and waits
+longer than that for it: it still counts, so that the others do not take its share.) A stage of 2 partitions on a
+16-core cluster then gives each of its 2 processes half the budget, not a sixteenth; a process
+that stops sending drops out of the count. Without the server (a limiter made outside a job),
+``n`` is the ``tasks`` it is given (``SparkContext.defaultParallelism``: the most that can run).
+
+The limiter is made once per process (:func:`process_limiter`) and lives for the whole job: every
+batch of rows, reduce group and redact round in that process draws from the same buckets.
 
 Every HTTP request goes through it, the openai client's own retries included: the client's
 ``httpx`` request hook waits on :meth:`RateLimiter.acquire`. A 429 answer with ``Retry-After`` pauses
 the whole process's limiter for that long (:meth:`RateLimiter.pause`), so the other calls in flight
 in the process stop sending too, not only the request that was refused.
 
-Method: a token bucket per limit, refilled continuously, with a burst of one minute's share.
-Requests book their amount even when it is not there yet (the level goes negative) and sleep until
-the refill covers it, so waiting callers are served in arrival order without holding a lock while
-they sleep; the buckets are thread-safe, so event loops in different threads (one per pandas UDF
-call) share them.
+Method: a token bucket per limit (GCRA-like), refilled continuously. The burst is small (one
+request; a tenth of a minute's tokens) and the refill is the share less that burst, so that any
+60-second window holds at most the process's share, and the processes' shares sum to the job's
+budget: a sliding minute never sees more than ``rpm`` requests (hosted endpoints enforce their
+limits over windows shorter than a minute too). Requests book their amount even when it is not
+there yet (the level goes negative) and sleep until the refill covers it, so waiting callers are
+served in arrival order without holding a lock while they sleep; the buckets are thread-safe, so
+event loops in different threads (one per pandas UDF call) share them. When the share changes,
+the refill rate changes; a share shrinking while a new process joins is seen within
+:data:`SHARE_REFRESH_SECONDS`, the one time the sum may pass the budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 import time
 
+import httpx
+
+#: Seconds between a sending process's reports to the job server (and updates of its share).
+SHARE_REFRESH_SECONDS = 2.0
 #: Seconds a process's calls fail without a request after a quota-exhausted 429 (then one is tried
 #: again, so a raised quota is seen without restarting the process).
 QUOTA_HOLD_SECONDS = 60.0
 
 
 class _Bucket:
-    """A token bucket of ``per_minute`` units a minute, full at the start (one minute's burst)."""
+    """A token bucket admitting at most ``per_minute`` units in any 60-second window: ``burst`` units
+    at once, refilled at ``per_minute - burst`` a minute; full at the start."""
 
-    def __init__(self, per_minute: float):
-        self.rate = per_minute / 60.0  # units per second
-        self.capacity = per_minute
-        self.level = per_minute
+    def __init__(self, per_minute: float, burst: float):
+        self.capacity = self.level = burst
         self.stamp = time.monotonic()
+        self.set_rate(per_minute)
+
+    def set_rate(self, per_minute: float) -> None:
+        """A new share (units per minute); the burst stays, and the window bound holds at the new rate."""
+        self.per_minute = per_minute
+        self.rate = max(per_minute - self.capacity, per_minute / 2) / 60.0  # units per second
 
     def wait_for(self, amount: float) -> float:
         """Book ``amount`` (capped at the capacity) and return the seconds until it is covered (0: now)."""
@@ -54,29 +78,57 @@ class RateLimiter:
     Args:
         rpm: requests per minute for the whole job, or None.
         tpm: tokens (prompt estimate + completion cap) per minute for the whole job, or None.
-        tasks: tasks that may run at once; this process gets ``1 / tasks`` of the budgets.
+        tasks: the processes assumed to share the budgets until the job server says how many do.
+        share_url: the driver's job server (:attr:`~apwa_spark.llm.budget.BudgetServer.url`), which
+            counts the processes sending; None: the share stays ``1 / tasks``.
     """
 
-    def __init__(self, rpm: float | None, tpm: float | None, tasks: int = 1):
-        share = max(tasks, 1)
-        self._requests = _Bucket(rpm / share) if rpm else None
-        self._tokens = _Bucket(tpm / share) if tpm else None
+    def __init__(self, rpm: float | None, tpm: float | None, tasks: int = 1, share_url: str | None = None):
+        self.rpm, self.tpm, self.processes = rpm, tpm, max(tasks, 1)
+        self._requests = _Bucket(rpm / self.processes, min(1.0, rpm / self.processes / 2)) if rpm else None
+        self._tokens = _Bucket(tpm / self.processes, tpm / self.processes / 10) if tpm else None
+        self._share_url = share_url
+        self._process = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self._refreshed = -SHARE_REFRESH_SECONDS
+        self._booked_until = 0.0  # monotonic time the last booked request may be sent
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._quota_until = 0.0
         self.pauses = 0  #: 429 pauses taken (for reports and tests)
         self.requests = 0  #: requests booked: every HTTP request of the process in the job, retries included
 
+    def _refresh_share(self) -> None:
+        """Tell the job server this process is sending, and take ``budget / processes sending``
+        (at most every :data:`SHARE_REFRESH_SECONDS`; an unreachable server leaves the share as it is)."""
+        now = time.monotonic()
+        if self._share_url is None or now - self._refreshed < SHARE_REFRESH_SECONDS:
+            return
+        self._refreshed = now
+        busy = max(0.0, self._booked_until - now)  # requests booked but not sent yet: still sending till then
+        try:
+            active = int(httpx.post(f"{self._share_url}/share", json={"process": self._process, "busy": busy},
+                                    timeout=2.0, trust_env=False).json()["active"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            return
+        self.processes = max(active, 1)
+        if self._requests:
+            self._requests.set_rate(self.rpm / self.processes)
+        if self._tokens:
+            self._tokens.set_rate(self.tpm / self.processes)
+
     def delay(self, tokens: int) -> float:
         """Book one request of about ``tokens`` tokens; seconds to wait before sending it (0: now)."""
         with self._lock:
             self.requests += 1
+            self._refresh_share()
             waits = [self._paused_until - time.monotonic()]
             if self._requests:
                 waits.append(self._requests.wait_for(1))
             if self._tokens:
                 waits.append(self._tokens.wait_for(tokens))
-            return max(0.0, *waits)
+            wait = max(0.0, *waits)
+            self._booked_until = max(self._booked_until, time.monotonic() + wait)
+            return wait
 
     async def acquire(self, tokens: int) -> None:
         """Wait until one request of about ``tokens`` tokens fits both budgets and no pause holds."""
@@ -92,7 +144,6 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
             self.pauses += 1
 
-
     def spend_quota(self) -> None:
         """Mark the endpoint's quota as spent for :data:`QUOTA_HOLD_SECONDS` (an ``insufficient_quota`` 429)."""
         self._quota_until = time.monotonic() + QUOTA_HOLD_SECONDS
@@ -107,13 +158,14 @@ _LIMITERS: dict[tuple, RateLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
-def process_limiter(run_id: str, rpm: float | None, tpm: float | None, tasks: int = 1) -> RateLimiter:
+def process_limiter(run_id: str, rpm: float | None, tpm: float | None, tasks: int = 1,
+                    share_url: str | None = None) -> RateLimiter:
     """This process's limiter for job ``run_id`` (made on first use, then the same object for the
     rest of the job, across pandas UDF calls and their event loops)."""
-    key = (run_id, rpm, tpm, max(tasks, 1))
+    key = (run_id, rpm, tpm, max(tasks, 1), share_url)
     with _LIMITERS_LOCK:
         if key not in _LIMITERS:
-            _LIMITERS[key] = RateLimiter(rpm, tpm, tasks)
+            _LIMITERS[key] = RateLimiter(rpm, tpm, tasks, share_url)
         return _LIMITERS[key]
 
 
