@@ -87,7 +87,7 @@ def test_unchanged_rerun_makes_zero_llm_calls(spark, settings, endpoint, small_p
 # ---- resume after a real kill -----------------------------------------------------------------------
 
 def _job(output: Path, base_url: str, registry: Path) -> list[str]:
-    return [str(BIN / "apwa-spark"), "summarize", "--play", "romeo-and-juliet", "--max-scenes", "3",
+    return [str(BIN / "apwa-spark"), "summarize", "--play", "romeo-and-juliet", "--max-scenes", "2",
             "--output", str(output), "--conf", f"spark.apwa.llm.baseUrl={base_url}",
             "--conf", "spark.apwa.summarize.chunkTokens=150", "--conf", "spark.apwa.summarize.maxTokens=24",
             "--conf", "spark.apwa.llm.concurrency=2", "--conf", "spark.apwa.cache.maxUncommitted=2",
