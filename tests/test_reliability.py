@@ -221,7 +221,7 @@ def test_invalid_structured_output_gets_one_repair_attempt(settings, endpoint):
     assert r.status == "error" and r.error_class == "InvalidJSON" and r.text == '{"summary": "unterminated'
 
 
-def test_rate_bucket_makes_the_next_request_wait_once_the_share_is_spent():
-    bucket = _Bucket(per_minute=60 / 2)  # a 60 rpm job budget shared by 2 tasks
-    assert all(bucket.wait_for(1) == 0 for _ in range(30))
-    assert bucket.wait_for(1) > 0
+def test_rate_bucket_makes_the_next_request_wait_once_the_burst_is_spent():
+    bucket = _Bucket(per_minute=60 / 2, burst=1)  # a 60 rpm job budget shared by 2 tasks: 30 a minute
+    assert bucket.wait_for(1) == 0  # the burst: one request
+    assert 60 / 29 - 0.1 < bucket.wait_for(1) <= 60 / 29  # then the refill: the share less the burst, 29 a minute
