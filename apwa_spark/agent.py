@@ -16,6 +16,7 @@ from apwa_spark.config import Settings
 from apwa_spark.hierarchy import Child, reduce_to_root
 from apwa_spark.llm.client import Completion, LLMClient
 from apwa_spark.llm.prompts import Task, Template
+from apwa_spark.tools import chunk_texts
 
 _CHAT_EXAMPLE = (
     "(Thunder and lightning. Enter three Witches)\nFirst Witch: When shall we three meet again In thunder, "
@@ -94,8 +95,6 @@ def summarize_documents(documents: Sequence[Sequence[str | None]], settings: Set
         policy: the summary covers the rest and its status is ``partial`` (``ChildrenFailed``, with
         the count); when every chunk failed, the document is an ``error``.
     """
-    from apwa_spark.plays import chunk_texts
-
     client = client or LLMClient(settings)
     budget = settings.summarize
     texts = [[t for t in doc if t and t.strip()] for doc in documents]

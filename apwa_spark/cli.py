@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = sub.add_parser("explain", help="print the plan, Spark's physical plan and an LLM call/token estimate; runs nothing")
     explain.add_argument("query", nargs="?", default="")
-    explain.add_argument("--input", required=True)
+    explain.add_argument("--input", help="the input (not needed by a plan that reads its own, such as the summarize job's)")
     explain.add_argument("--plan", help="a plan file (YAML or JSON)")
     add_common_args(explain)
 
@@ -83,6 +83,11 @@ def add_summarize_args(parser: argparse.ArgumentParser) -> None:
                              "summarize several plays in one job, on to one corpus summary")
     jobs.add_output_args(parser)
     parser.add_argument("--max-scenes", type=_positive_int, metavar="N", help="summarize only the first N scenes of each play")
+    parser.add_argument("--show-plan", action="store_true",
+                        help="print the job's plan (YAML; `apwa-spark run --plan FILE --output DIR` runs it) and stop")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan, Spark's physical plan and the estimate (LLM calls, tokens, cost at "
+                             "spark.apwa.price.*), as `apwa-spark explain` does, and stop: no LLM call, nothing written")
 
 
 def _positive_int(text: str) -> int:
@@ -129,6 +134,12 @@ def _summarize(args) -> int:
     from apwa_spark.plays import resolve_plays
 
     resolve_plays(args.play)  # an unknown play fails before Spark starts
+    if args.show_plan:
+        from apwa_spark.summarize import summarize_plan
+
+        settings = Settings.load(overrides=parse_conf(args.conf), conf_file=args.conf_file)
+        print(summarize_plan(args.play, settings, args.max_scenes).to_yaml())
+        return 0
     from apwa_spark.session import get_session
 
     spark = get_session(master=args.master)
@@ -141,6 +152,12 @@ def run_summarize(spark, args) -> int:
 
     spark.sparkContext.setLogLevel("WARN")
     settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
+    if getattr(args, "dry_run", False):
+        from apwa_spark.plan.explain import explain
+        from apwa_spark.summarize import summarize_plan
+
+        print(explain(spark.range(0), summarize_plan(args.play, settings, args.max_scenes), settings))
+        return 0
     result = summarize_plays(args.play, args.output, spark, settings, max_scenes=args.max_scenes,
                              output_schema=args.output_schema)
     report(result)
@@ -207,13 +224,12 @@ def _retry_summarize(spark, manifest: dict, settings: Settings) -> int:
 
 
 def _input_session(args):
-    from apwa_spark.inputs import read_input
     from apwa_spark.session import get_session
 
     spark = get_session()
     spark.sparkContext.setLogLevel("WARN")
     settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
-    return spark, read_input(spark, args.input), settings
+    return spark, jobs.input_frame(spark, args), settings
 
 
 def _plan(args) -> int:
@@ -246,7 +262,7 @@ def _explain(args) -> int:
     from apwa_spark.plan.explain import explain
 
     spark, df, settings = _input_session(args)
-    print(explain(df, load_plan(args, df, settings), settings))
+    print(explain(df if df is not None else spark.range(0), load_plan(args, df, settings), settings))
     return 0
 
 

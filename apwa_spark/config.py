@@ -91,7 +91,6 @@ class SummarizeSettings(BaseModel):
     chunk_tokens: int = Field(1200, alias="chunkTokens", ge=32, description="max scene tokens per level-0 chunk (endpoint tokenizer)")
     reduce_tokens: int = Field(1200, alias="reduceTokens", ge=64, description="max child-summary tokens packed into one reduce call")
     max_tokens: int = Field(96, alias="maxTokens", ge=8, le=4096, description="completion cap per summary, tokens")
-    partitions: int = Field(2, ge=1, description="partitions of the level-0 DataFrame")
 
 
 class RunSettings(BaseModel):

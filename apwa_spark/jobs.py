@@ -33,9 +33,12 @@ def add_output_args(parser: argparse.ArgumentParser, what: str = "") -> None:
     parser.add_argument("--output-schema", metavar="SCHEMA", help=SCHEMA_HELP)
 
 
-def add_plan_input_args(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--input``, the output arguments and ``--key`` of a job that runs a plan."""
-    parser.add_argument("--input", required=True, help=INPUT_HELP)
+def add_plan_input_args(parser: argparse.ArgumentParser, what: str, input_required: bool = True) -> None:
+    """``--input``, the output arguments and ``--key`` of a job that runs a plan (``--input`` optional
+    where the plan may start with a source step such as ``read_plays``)."""
+    parser.add_argument("--input", required=input_required,
+                        help=INPUT_HELP + ("" if input_required else "; not needed by a plan whose first step reads "
+                                                                      "its own input (read_plays)"))
     add_output_args(parser, what)
     parser.add_argument("--key", metavar="COLUMN",
                         help="the input column identifying a row in the dead letter (default: id or path when the input "
@@ -163,25 +166,30 @@ def run_extract(spark: SparkSession, args) -> int:
 
 def add_query_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", nargs="?", default="", help="the query in plain language (omit with --plan)")
-    add_plan_input_args(parser, " (result and intermediate tables)")
+    add_plan_input_args(parser, " (result and intermediate tables)", input_required=False)
     parser.add_argument("--plan", help="a saved or hand-written plan file (YAML or JSON) instead of planning")
 
 
 def run_query(spark: SparkSession, args) -> int:
     """Plan the query (or load ``--plan``), print the plan, run it into ``<output>/result``."""
-    from apwa_spark.inputs import read_input
-
     settings = job_settings(spark, args)
-    plan = load_plan(args, read_input(spark, args.input), settings)
+    plan = load_plan(args, input_frame(spark, args), settings)
     print(plan.to_yaml())
     return _run_plan(spark, args, plan, "run", settings)
 
 
-def load_plan(args, df: DataFrame, settings: Settings):
-    """``--plan FILE`` parsed, or the planner's plan for ``args.query``.
+def input_frame(spark: SparkSession, args) -> DataFrame | None:
+    """``--input`` read (:func:`apwa_spark.inputs.read_input`); None when it was not given."""
+    from apwa_spark.inputs import read_input
+
+    return read_input(spark, args.input) if getattr(args, "input", None) else None
+
+
+def load_plan(args, df: DataFrame | None, settings: Settings):
+    """``--plan FILE`` parsed, or the planner's plan for ``args.query`` over ``df``.
 
     Raises:
-        ValueError: neither was given.
+        ValueError: neither was given, or a query without ``--input``.
         PlanError: the file is invalid, or the planner could not map the query.
     """
     from apwa_spark.api import plan as plan_query
@@ -191,22 +199,25 @@ def load_plan(args, df: DataFrame, settings: Settings):
         return Plan.parse(Path(args.plan).read_text())
     if not args.query:
         raise ValueError("give a query or --plan FILE")
+    if df is None:
+        raise ValueError("the planner plans a query over an input: give --input")
     return plan_query(df, args.query, settings)
 
 
 def _run_plan(spark: SparkSession, args, plan, kind: str, settings: Settings | None = None, hide: Sequence[str] = ()) -> int:
     """Run ``plan`` into ``args.output`` and print rows by status and the first rows, without the
     ``hide`` columns (a redact job's kept source: its PII stays out of the console and logs)."""
-    from apwa_spark.inputs import read_input, source_of
-    from apwa_spark.plan.run import run_plan
+    from apwa_spark.inputs import source_of
+    from apwa_spark.plan.run import execute_plan
 
+    df = input_frame(spark, args)
     if getattr(args, "dry_run", False):
         from apwa_spark.plan.explain import explain
 
-        print(explain(read_input(spark, args.input), plan, settings or job_settings(spark, args)))
+        print(explain(df if df is not None else spark.range(0), plan, settings or job_settings(spark, args)))
         return 0
-    result = run_plan(read_input(spark, args.input), plan, args.output, settings or job_settings(spark, args),
-                      output_schema=args.output_schema, source=source_of(spark, args.input), key=args.key, kind=kind)
+    result = execute_plan(spark, df, plan, args.output, settings or job_settings(spark, args), output_schema=args.output_schema,
+                          source=source_of(spark, args.input) if args.input else None, key=args.key, kind=kind).result
     _show_status(result)
     result.drop(*[c for c in hide if c not in plan.steps[-1].writes()]).show(5, truncate=60)
     return 0
@@ -230,14 +241,14 @@ def retry_plan(spark: SparkSession, manifest: dict, settings: Settings) -> int:
     """
     from apwa_spark.inputs import read_input
     from apwa_spark.plan.ir import Plan
-    from apwa_spark.plan.run import run_plan
+    from apwa_spark.plan.run import execute_plan
     from apwa_spark.runs import status_counts
 
     source = plan_input(manifest)
     plan = Plan.model_validate(manifest["plan"])
-    result = run_plan(read_input(spark, source), plan, manifest["output"], settings,
-                      output_schema=manifest.get("output_schema"), source=source, key=manifest.get("key"),
-                      kind=manifest["job"])
+    result = execute_plan(spark, read_input(spark, source) if source else None, plan, manifest["output"], settings,
+                          output_schema=manifest.get("output_schema"), source=source, key=manifest.get("key"),
+                          kind=manifest["job"]).result
     _show_status(result)
     steps = [name for name, _ in plan.named_steps()]
     after = sum(c["error"] for s, c in status_counts(result, steps).items() if s != "rows")
@@ -248,12 +259,18 @@ def retry_plan(spark: SparkSession, manifest: dict, settings: Settings) -> int:
     return 0
 
 
-def plan_input(manifest: dict) -> str:
-    """The input a plan run's manifest records (path, URI or catalog table).
+def plan_input(manifest: dict) -> str | None:
+    """The input a plan run's manifest records (path, URI or catalog table); None for a plan whose
+    first step reads its own input (``read_plays``).
 
     Raises:
         ValueError: the run read a DataFrame with no source (the Python API); the message says what to do.
     """
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.plan.step import Cardinality
+
+    if Plan.model_validate(manifest["plan"]).steps[0].cardinality is Cardinality.SOURCE:
+        return None
     if not manifest.get("input"):
         raise ValueError(f"run {manifest['run_id']} ran over a DataFrame with no source (the Python API), so retry-failed "
                          f"cannot read its input again; run the plan over the same DataFrame into the same output, "

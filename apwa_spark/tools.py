@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Callable
+from typing import Callable, Sequence
 
 ENTRY_POINT_GROUP = "apwa_spark.tools"
 
@@ -216,27 +216,85 @@ def _opens_sentence(text: str, start: int) -> bool:
     return i == 0 or "\n" in text[i:start] or (i < start and text[i - 1] in ".!?:;")
 
 
-def split_text(text: str, max_chars: int = 4000, by_headings: bool = False) -> list[str]:
-    """Ordered pieces of ``text``: at Markdown headings when ``by_headings``, then at blank lines or
-    lines so that no piece exceeds ``max_chars`` characters. Joined, the pieces give back ``text``."""
-    sections = re.split(r"(?m)^(?=#{1,6} )", text or "") if by_headings else [text or ""]
-    pieces: list[str] = []
-    for section in sections:
-        current = ""
-        for unit in re.split(r"(?<=\n)", section):
-            while len(unit) > max_chars:
-                if current:
-                    pieces.append(current)
-                    current = ""
-                pieces.append(unit[:max_chars])
-                unit = unit[max_chars:]
-            if current and len(current) + len(unit) > max_chars:
-                pieces.append(current)
-                current = ""
-            current += unit
-        if current:
-            pieces.append(current)
-    return pieces or [""]
+def split_text(text: str | None, max_chars: int = 4000, by_headings: bool = False) -> list[str]:
+    """Ordered pieces of ``text`` of at most ``max_chars`` characters: at Markdown headings when
+    ``by_headings``, then as :func:`chunk_text` cuts (blank lines, lines, characters). Joined, the
+    pieces give back ``text``; NULL or empty text gives one empty piece."""
+    return [piece for piece, _ in chunk_texts([text or ""], max_chars, count_chars, by_headings)[0]]
+
+
+def count_chars(texts: Sequence[str]) -> list[int]:
+    """Length of each text in characters: the counter of size-based chunking."""
+    return [len(t) for t in texts]
+
+
+def chunk_texts(texts: Sequence[str], limit: int, count: Callable[[Sequence[str]], list[int]],
+                by_headings: bool = False) -> list[list[tuple[str, int]]]:
+    """:func:`chunk_text` of each text (cut first at Markdown headings when ``by_headings``), with
+    every text counted in one ``count`` call (an LLM client sends those requests concurrently), so a
+    batch of short texts costs one round of counting.
+
+    Args:
+        texts: the texts, in order.
+        limit: the most units (tokens, or characters with :func:`count_chars`) a piece may hold.
+        count: texts ──► their sizes in units; ``LLMClient.count_tokens`` counts with the endpoint's
+            own tokenizer.
+
+    Returns:
+        per text, its (piece, units) pairs in order; an empty text gives one empty piece.
+    """
+    sections = [re.split(r"(?m)^(?=#{1,6} )", t) if by_headings else [t] for t in texts]
+    flat = [s for parts in sections for s in parts if s]
+    totals = iter(count(flat) if flat else [])
+    out = []
+    for parts in sections:
+        pieces = [p for s in parts if s for p in chunk_text(s, limit, count, next(totals))]
+        out.append(pieces or [("", 0)])
+    return out
+
+
+def chunk_text(text: str, limit: int, count: Callable[[Sequence[str]], list[int]],
+               total: int | None = None) -> list[tuple[str, int]]:
+    """Split ``text`` into ordered (piece, units) pairs of at most ``limit`` units each (``count``:
+    texts ──► sizes; tokens from the endpoint's tokenizer, or characters).
+
+    Splits on blank lines (speeches, paragraphs), then lines, then characters, in that order of
+    preference. ``"".join`` of the pieces equals ``text``: nothing is dropped. ``total``: the text's
+    size when already known (not counted again).
+    """
+    if total is None:
+        [total] = count([text])
+    if total <= limit:
+        return [(text, total)]
+    units_per_char = max(len(text) / max(total, 1), 0.5)
+    target_chars = max(int(limit * units_per_char * 0.9), 1)
+    pieces = _pack(_split_units(text, target_chars), target_chars)
+    out: list[tuple[str, int]] = []
+    for piece, n in zip(pieces, count(pieces)):
+        out.extend([(piece, n)] if n <= limit else chunk_text(piece, max(limit * 3 // 4, 1), count))
+    return out
+
+
+def _split_units(text: str, target_chars: int) -> list[str]:
+    """Blank-line separated blocks (separator kept); a block longer than the target is cut at lines, then characters."""
+    units = []
+    for block in re.split(r"(?<=\n\n)", text):
+        if len(block) <= target_chars:
+            units.append(block)
+            continue
+        for line in re.split(r"(?<=\n)", block):
+            units.extend(line[i:i + target_chars] for i in range(0, len(line), target_chars))
+    return [u for u in units if u]
+
+
+def _pack(units: list[str], target_chars: int) -> list[str]:
+    chunks, current = [], ""
+    for unit in units:
+        if current and len(current) + len(unit) > target_chars:
+            chunks.append(current)
+            current = ""
+        current += unit
+    return chunks + ([current] if current else [])
 
 
 BUILTINS = {

@@ -1,8 +1,9 @@
 import pytest
 
 from apwa_spark.llm.client import LLMClient
-from apwa_spark.plays import (CHUNK_SCHEMA, PLAY_STRIDE, SCENE_SCHEMA, UnknownPlayError, available_plays, chunk_text,
-                              parse_play, read_play, read_plays, resolve_play, resolve_plays)
+from apwa_spark.plays import (PLAY_STRIDE, SCENE_SCHEMA, UnknownPlayError, available_plays, parse_play, read_play, read_plays,
+                              resolve_play, resolve_plays)
+from apwa_spark.tools import chunk_text, chunk_texts, count_chars, split_text
 
 
 def test_romeo_and_juliet_has_its_26_scenes_in_order():
@@ -109,5 +110,10 @@ def test_single_line_longer_than_the_budget_is_cut(settings):
     assert all(t <= 50 for _, t in chunks)
 
 
-def test_chunk_schema_extends_scene_schema():
-    assert CHUNK_SCHEMA.fieldNames()[: len(SCENE_SCHEMA.fieldNames())] == SCENE_SCHEMA.fieldNames()
+def test_one_chunker_cuts_by_characters_or_tokens_at_headings_without_loss():
+    text = "# One\n\nalpha beta\n\n" + "gamma " * 30 + "\n# Two\n\ndelta\n"
+    [pieces] = chunk_texts([text], 40, count_chars, by_headings=True)
+    assert "".join(p for p, _ in pieces) == text and all(n == len(p) <= 40 for p, n in pieces)
+    assert pieces[0][0].startswith("# One") and any(p.startswith("# Two") for p, _ in pieces)
+    assert split_text(text, 40, by_headings=True) == [p for p, _ in pieces]  # the chunk_text tool is the same chunker
+    assert chunk_texts(["", "short"], 40, count_chars) == [[("", 0)], [("short", 5)]]  # empty text: one empty piece

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from apwa_spark.agent import drop_repeated_sentences
 from apwa_spark.config import Settings
 from apwa_spark.llm.client import Completion, LLMClient
 from apwa_spark.llm.prompts import Task, Template
@@ -62,10 +63,16 @@ def _null_aware(prompts: Sequence[str | None], tasks_for, client: LLMClient) -> 
     return out
 
 
-def map_rows(prompts: Sequence[str | None], max_tokens: int, settings: Settings, client: LLMClient | None = None) -> list[StepResult]:
-    """``map``: each expanded template ──► free text."""
+def map_rows(prompts: Sequence[str | None], max_tokens: int, settings: Settings, client: LLMClient | None = None,
+             template: Template = MAP_TEMPLATE, tidy: bool = False) -> list[StepResult]:
+    """``map``: each expanded template ──► free text, under ``template`` (the shared instruction and
+    cue; default :data:`MAP_TEMPLATE`). ``tidy``: whitespace collapsed and repeated sentences dropped
+    (:func:`apwa_spark.agent.drop_repeated_sentences`)."""
     client = client or LLMClient(settings)
-    results = _null_aware(prompts, lambda p: Task(MAP_TEMPLATE, p, max_tokens), client)
+    results = _null_aware(prompts, lambda p: Task(template, p, max_tokens), client)
+    if tidy:
+        results = [dataclasses.replace(c, text=drop_repeated_sentences(c.text)) if c.status == "ok" and c.text else c
+                   for c in results]
     return [StepResult(c.text if c.status == "ok" else None, c) for c in results]
 
 

@@ -27,14 +27,16 @@ def estimate(df: DataFrame, plan: Plan) -> list[dict]:
         e = step_kind(step.kind).estimate(step, stats)
         out.append({"step": name, "kind": step.kind, "llm_calls": e.llm_calls, "prompt_tokens": e.prompt_tokens,
                     "completion_tokens": e.completion_tokens, "rows_out": e.rows_out, "assumption": e.assumption})
-        stats = InputStats(rows=e.rows_out, chars=e.chars_out)
+        stats = InputStats(rows=e.rows_out, chars=e.chars_out, groups=e.groups or stats.groups)
     return out
 
 
 def explain(df: DataFrame, plan: Plan, settings: Settings) -> str:
-    """The plan (YAML), the physical plan of its steps up to the first that materializes, and the
-    estimate, as text: per step and in total, with money at ``spark.apwa.price.*`` when set."""
-    plan.check(df.columns)
+    """The plan (YAML), the physical plan of its steps up to the first reduce (whose rounds depend on
+    the data), and the estimate, as text: per step and in total, with money at
+    ``spark.apwa.price.*`` when set. For a plan starting with a source step (``read_plays``), ``df``
+    is any DataFrame of the session."""
+    plan.check([] if plan.steps[0].cardinality is Cardinality.SOURCE else df.columns)
     run = RunContext(JobContext(settings, "explain"))
     compiled = df
     for name, step in plan.named_steps():

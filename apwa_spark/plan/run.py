@@ -1,6 +1,6 @@
 """Running a plan: check it, start or check the endpoint, compile, materialize to Delta.
 
-``run_plan(df, plan, output)`` validates the plan against ``df``'s columns and the capability
+``run_plan(df, plan, output)`` (and :func:`execute_plan`, which returns the whole run) validates the plan against ``df``'s columns and the capability
 registry before anything runs, compiles the per-row steps lazily, and materializes at each
 ``reduce`` (rounds of ``groupBy().applyInPandas`` over Delta tables ``<output>/<step>_r<k>``) and at
 the end (``<output>/result``). The LLM endpoint lives only for the run, so the result is returned
@@ -12,18 +12,34 @@ or a URI (``s3a://bucket/runs/q1``); with ``output_schema`` the tables are manag
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from apwa_spark import storage
 from apwa_spark.config import Settings
 from apwa_spark.delta import TableStore
 from apwa_spark.plan.compiler import compile_plan
 from apwa_spark.plan.ir import Plan
-from apwa_spark.plan.step import RunContext
-from apwa_spark.runs import CACHE, JobContext, close_plan_run, job_budget, keyed_input, new_run_id, plan_manifest
+from apwa_spark.plan.step import Cardinality, PlanError, RunContext
+from apwa_spark.runs import (CACHE, JobContext, TableStats, close_plan_run, job_budget, keyed_input, new_run_id,
+                             plan_manifest)
 from apwa_spark.tools import registry
+
+
+@dataclass
+class PlanRun:
+    """A finished plan run: its id, output, the ``result`` (read back from Delta), every table it
+    wrote along the way with its figures (:class:`~apwa_spark.runs.TableStats`; ``result`` not
+    among them), the failed rows by error class, and the wall time in seconds."""
+
+    run_id: str
+    output: str
+    result: DataFrame
+    tables: list[TableStats]
+    errors: dict[str, int]
+    seconds: float
 
 
 def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings | None = None,
@@ -36,6 +52,8 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
     the run registry.
 
     Args:
+        df: the input; for a plan that starts with a source step (``read_plays``) any DataFrame of
+            the session (its rows are not used).
         output: folder (local path or URI) of the run's tables and response cache.
         output_schema: a catalog schema: tables become managed Delta tables ``<schema>.<name>``.
         source: where ``df`` was read from (:func:`apwa_spark.inputs.source_of`), recorded so that
@@ -52,23 +70,42 @@ def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings |
         EndpointUnavailableError: ``llm.baseUrl`` is set but down.
         ValueError: ``output_schema`` on a session without Delta Lake, or ``key`` not in ``df``.
     """
+    return execute_plan(df.sparkSession, df, plan, output, settings, output_schema, source, key, kind).result
+
+
+def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: str | Path, settings: Settings | None = None,
+                 output_schema: str | None = None, source: str | None = None, key: str | None = None,
+                 kind: str = "plan", manifest: dict | None = None) -> PlanRun:
+    """:func:`run_plan`, returning the whole :class:`PlanRun`. ``df`` may be None when the plan starts
+    with a source step; ``manifest``: more fields for the run's manifest (the summarize job's plays).
+
+    Raises:
+        PlanError: as :func:`run_plan`, and ``df`` None for a plan without a source step.
+    """
     from apwa_spark.endpoint import job_endpoint
 
-    spark = df.sparkSession
     settings = settings or Settings.load(spark)
-    plan.check(df.columns, set(registry()))
-    df, key = keyed_input(df, key)
+    sourced = plan.steps[0].cardinality is Cardinality.SOURCE
+    if df is None and not sourced:
+        raise PlanError("this plan reads an input (its first step is not a source such as read_plays); give it one "
+                        "(--input)")
+    df = spark.range(0) if sourced else df
+    plan.check([] if sourced else df.columns, set(registry()))
+    if not sourced:
+        df, key = keyed_input(df, key)
     started = time.monotonic()
     store = TableStore.create(spark, str(output), settings.delta.engine, output_schema)
     if settings.cache.enabled and not settings.cache.path:
         settings = settings.with_overrides(**{"spark.apwa.cache.path": store.path(CACHE)})
-    manifest = plan_manifest(plan, kind, source, key, output_schema, settings)
+    manifest = {**plan_manifest(plan, kind, source, key, output_schema, settings), **(manifest or {})}
     with (job_endpoint(settings, spark.sparkContext.master, storage.local_file(store.root, "embedded-endpoint.log")) as settings,
           job_budget(spark, settings) as budget):
         options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id, options,
                          budget_url=budget.url if budget else None)
-        store.write(compile_plan(df, plan, RunContext(job, store)), "result")
-        close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget)
+        print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.schema or store.root}", flush=True)
+        run = RunContext(job, store)
+        store.write(compile_plan(df, plan, run), "result")
+        errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
-    return store.read("result")
+    return PlanRun(job.run_id, store.root, store.read("result"), run.tables, errors, time.monotonic() - started)

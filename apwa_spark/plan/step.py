@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from apwa_spark.delta import TableStore
-    from apwa_spark.runs import JobContext
+    from apwa_spark.runs import JobContext, TableStats
 
 ENTRY_POINT_GROUP = "apwa_spark.steps"
 #: characters per token for estimates only (runs count with the endpoint's tokenizer).
@@ -90,6 +90,8 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("", description="step name, for provenance; defaults to <kind><index>")
+    materialize: bool = Field(False, description="write the step's output as the Delta table <name> of the run and "
+                                                 "read it back, so later steps do not compute it again (a checkpoint)")
     cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
 
     def reads(self) -> list[str]:
@@ -120,6 +122,26 @@ class StepConfig(BaseModel):
         return {}
 
 
+class PromptConfig(BaseModel):
+    """The shared, row-independent part of a step's prompt (an :class:`apwa_spark.llm.prompts.Template`),
+    for a step whose template is only the row's input: instruction, completion cue, the answer's
+    prefix the cue already says, chat example turns; ``tidy`` collapses whitespace and drops repeated
+    sentences from the answer (small base models loop until the token cap)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instruction: str = Field(..., min_length=1)
+    cue: str = "Answer:"
+    answer_prefix: str = ""
+    examples: list[tuple[str, str]] = Field(default_factory=list, description="chat style: (input, answer) turns")
+    tidy: bool = False
+
+    def template(self):
+        from apwa_spark.llm.prompts import Template
+
+        return Template(self.instruction, self.cue, self.answer_prefix, tuple(tuple(e) for e in self.examples))
+
+
 class TemplateStepConfig(StepConfig):
     """A step whose executor agent expands a subtask template per row."""
 
@@ -147,19 +169,29 @@ class AgentStepConfig(TemplateStepConfig):
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a compile function gets on the driver: the job (plain data, shipped into UDF closures)
-    and the run's table store (driver only: reducing steps write their rounds there)."""
+    """What a compile function gets on the driver: the job (plain data, shipped into UDF closures),
+    the run's table store (driver only: reducing and materialized steps write their tables there),
+    ``writers`` (column ──► the step that wrote it, so a step finds the ``<step>_meta`` of its input)
+    and ``tables`` (what the run has written so far, in order; appended to by the steps)."""
 
     job: "JobContext"
     store: "TableStore | None" = None
+    writers: dict[str, str] = field(default_factory=dict)
+    tables: list["TableStats"] = field(default_factory=list)
+
+    def input_meta(self, column: str) -> str | None:
+        """``<step>_meta`` of the step that wrote ``column``; None for an input column."""
+        return f"{self.writers[column]}_meta" if column in self.writers else None
 
 
 @dataclass(frozen=True)
 class InputStats:
-    """What an estimate knows of the rows entering a step: ``rows`` and the total characters per column."""
+    """What an estimate knows of the rows entering a step: ``rows``, the total characters per column,
+    and, where a step before knows them, the number of groups per tuple of group keys."""
 
     rows: int
     chars: dict[str, int]
+    groups: dict[tuple[str, ...], int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,6 +205,7 @@ class Estimate:
     rows_out: int
     chars_out: dict[str, int] = field(default_factory=dict)
     assumption: str = ""
+    groups: dict[tuple[str, ...], int] = field(default_factory=dict)  #: groups per key tuple, where the step knows them
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""``chunk``: split long text into ordered pieces, by size or at Markdown headings (one-to-many, explode)."""
+"""``chunk``: split long text into ordered pieces, by size (characters, or tokens counted by the
+endpoint's tokenizer) or at Markdown headings (one-to-many, explode)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, StringType
 
-from apwa_spark.plan.step import Cardinality, Estimate, InputStats, PlannerSpec, PlanningContext, RunContext, StepConfig, StepKind
-from apwa_spark.tools import split_text
+from apwa_spark.plan.step import (CHARS_PER_TOKEN, Cardinality, Estimate, InputStats, PlannerSpec, PlanningContext,
+                                  RunContext, StepConfig, StepKind)
+from apwa_spark.tools import chunk_texts, count_chars
 
 
 class ChunkStep(StepConfig):
-    """Split long text into ordered pieces, by size or at Markdown headings (one-to-many, explode)."""
+    """Split long text into ordered pieces (one-to-many, explode): at most ``max_chars`` characters
+    each, or, with ``max_tokens``, at most that many tokens of the endpoint's own tokenizer."""
 
     kind: Literal["chunk"] = "chunk"
     column: str = "text"
     max_chars: int = Field(4000, ge=16)
+    max_tokens: int | None = Field(None, ge=8, description="pieces of at most this many tokens (the endpoint's "
+                                                           "tokenizer) instead of max_chars characters")
     by_headings: bool = False
     output: str = "chunk"
     cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_MANY
@@ -36,21 +41,31 @@ class ChunkStep(StepConfig):
 
 
 def compile_chunk(df: DataFrame, name: str, step: ChunkStep, run: RunContext) -> DataFrame:
-    """``chunk``: one row per piece (``posexplode``), ``<output>_index`` in document order; no LLM call."""
+    """``chunk``: one row per piece (``posexplode``), ``<output>_index`` (int) in document order; no
+    LLM call (counting tokens asks the endpoint's ``/tokenize`` where it has one). NULL or empty text
+    gives one empty piece, which an LLM step after it marks as an error row instead of dropping it."""
+    job = run.job
+
     @pandas_udf(ArrayType(StringType()))
     def pieces(texts: pd.Series) -> pd.Series:
-        return pd.Series([split_text(t, step.max_chars, step.by_headings) for t in texts])
+        count = job.client().count_tokens if step.max_tokens else count_chars
+        chunked = chunk_texts([t if isinstance(t, str) else "" for t in texts], step.max_tokens or step.max_chars,
+                              count, step.by_headings)
+        return pd.Series([[piece for piece, _ in doc] for doc in chunked])
 
     exploded = F.posexplode(pieces(F.col(step.column))).alias(f"{step.output}_index", step.output)
     return df.select("*", exploded).withColumn(f"{step.output}_index", F.col(f"{step.output}_index").cast("int"))
 
 
 def estimate_chunk(step: ChunkStep, stats: InputStats) -> Estimate:
-    """No call; about ``chars / max_chars`` pieces, at least one per row."""
+    """No call; about ``chars / max_chars`` pieces (``max_tokens`` at :data:`CHARS_PER_TOKEN`
+    characters a token), at least one per row."""
     chars = stats.chars.get(step.column, 0)
-    rows = max(stats.rows, -(-chars // step.max_chars))
+    size = int(step.max_tokens * CHARS_PER_TOKEN) if step.max_tokens else step.max_chars
+    rows = max(stats.rows, -(-chars // size))
+    unit = f"{step.max_tokens} tokens ({CHARS_PER_TOKEN:g} characters a token)" if step.max_tokens else f"{step.max_chars} characters"
     return Estimate(0, 0, 0, rows_out=rows, chars_out={**stats.chars, step.output: chars},
-                    assumption=f"pieces of up to {step.max_chars} characters")
+                    assumption=f"pieces of up to {unit}")
 
 
 def field_schema(ctx: PlanningContext) -> dict:

@@ -1,5 +1,15 @@
 """``reduce``: group keys + template + token budget ──► one row per group, by multi-round
-hierarchical reduce over Delta tables (many-to-one)."""
+hierarchical reduce over Delta tables (many-to-one); with ``levels``, a whole hierarchy (chunk ──►
+scene ──► act ──► play ──► corpus), each level's rounds reading the level below.
+
+This module drives the reduce engine (:mod:`apwa_spark.hierarchy`: packing, the failure policy) on
+Spark, for every caller that reduces over Delta: a plan's ``reduce`` step and the summarize job
+(which is a plan, :func:`apwa_spark.summarize.summarize_plan`). Every table it writes is a *node
+table* (:func:`node_schema`): the group keys, ``level``, ``round``, ``node_id``, ``ordinal``,
+``children`` (the lineage: ids of the nodes below), provenance (run, plan, step, model, endpoint,
+template hash), the text ``<output>`` and its tokens, the call's counts and ``status``, and
+``failed_inputs`` (failed inputs below the node that its text does not cover).
+"""
 
 from __future__ import annotations
 
@@ -7,139 +17,277 @@ import dataclasses
 from typing import ClassVar, Literal
 
 import pandas as pd
-from pydantic import Field
-from pyspark.sql import DataFrame
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import StructField, StructType
+from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
 from apwa_spark.hierarchy import USABLE, Child, ReduceDidNotConverge, reduce_groups, run_rounds
 from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
 from apwa_spark.plan.step import (CHARS_PER_TOKEN, Cardinality, Estimate, InputStats, PlanError, PlannerSpec,
-                                  PlanningContext, RunContext, StepKind, TemplateStepConfig, placeholders)
-from apwa_spark.plan.udf import META_SCHEMA, meta, template_hash
-from apwa_spark.runs import JobContext
+                                  PlanningContext, PromptConfig, RunContext, StepKind, TemplateStepConfig, placeholders)
+from apwa_spark.plan.udf import META_SCHEMA, template_hash
+from apwa_spark.runs import CALL_FIELDS, PROVENANCE_FIELDS, JobContext, call_fields, write_table
+
+#: Node-table columns between the group keys and the text (see :func:`node_schema`).
+NODE_FIELDS = [
+    StructField("level", StringType()),
+    StructField("round", IntegerType()),
+    StructField("node_id", StringType()),
+    StructField("ordinal", LongType()),
+    StructField("children", ArrayType(StringType())),
+]
+
+
+class Level(BaseModel):
+    """One level of a hierarchical reduce: its name (the ``level`` of its rows, its tables
+    ``<name>_r<k>`` and node ids ``<name>:<key values>:r<k>``), its group keys (``[]``: the whole
+    table) and its prompt (default: the step's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    group_by: list[str] = Field(default_factory=list)
+    prompt: PromptConfig | None = None
 
 
 class ReduceStep(TemplateStepConfig):
     """Group keys + template + token budget ──► one row per group, by multi-round hierarchical
-    reduce over Delta tables (many-to-one). The template's placeholder names the text column."""
+    reduce over Delta tables (many-to-one). The template's placeholder names the text column.
+
+    With ``levels`` (finest first) the step reduces a whole hierarchy and its result is the top
+    level's node table; without, it reduces ``group_by`` groups and its result is the group keys,
+    ``<output>`` and ``<name>_meta``. Example, the summarize job's reduce::
+
+        - kind: reduce
+          template: "{summary}"
+          order_by: [ordinal, chunk_index]
+          leaf_id: [scene_id, chunk_index]
+          leaf_level: chunk
+          levels: [{name: scene, group_by: [play, act, scene_id]}, {name: act, group_by: [play, act]},
+                   {name: play, group_by: [play]}]
+    """
 
     kind: Literal["reduce"] = "reduce"
     group_by: list[str] = Field(default_factory=list, description="group keys; empty: the whole table")
-    order_by: str | None = Field(None, description="document order of the children")
-    token_budget: int = Field(1200, ge=64)
+    order_by: list[str] = Field(default_factory=list, description="document order of the children (columns, NULLs first)")
+    token_budget: int = Field(1200, ge=64, description="tokens of child texts per reduce call (the endpoint's tokenizer)")
     output: str = "summary"
+    prompt: PromptConfig | None = Field(None, description="the shared instruction and cue; default: do what the template asks")
+    levels: list[Level] = Field(default_factory=list, description="a hierarchy, finest level first; empty: one level by group_by")
+    leaf_id: list[str] = Field(default_factory=list, description="columns whose values, joined by '#', name an input row "
+                                                                  "in the lineage; empty: its ordinal")
+    leaf_level: str = Field("", description="the level name of the input rows, and their table's name; default: "
+                                            "level <name>, table <name>_r0")
     cardinality: ClassVar[Cardinality] = Cardinality.MANY_TO_ONE
 
+    @field_validator("order_by", mode="before")
+    @classmethod
+    def _one_column(cls, value):
+        return [value] if isinstance(value, str) else ([] if value is None else value)
+
+    @model_validator(mode="after")
+    def _levels_or_group_by(self) -> "ReduceStep":
+        if self.levels and self.group_by:
+            raise ValueError("a reduce step takes either levels (a hierarchy) or group_by (one level), not both")
+        return self
+
+    def keys(self) -> list[str]:
+        """Every group key of every level, in order of first use."""
+        return list(dict.fromkeys(k for level in self.levels for k in level.group_by)) if self.levels else list(self.group_by)
+
     def reads(self) -> list[str]:
-        return placeholders(self.template) + self.group_by + ([self.order_by] if self.order_by else [])
+        return list(dict.fromkeys(placeholders(self.template) + self.keys() + self.order_by + self.leaf_id))
 
     def writes(self) -> list[str]:
-        return [self.output]
+        return [f.name for f in NODE_FIELDS] + [self.output] if self.levels else [self.output]
 
     def text_output(self) -> str | None:
         return self.output
 
     def columns_after(self, available: list[str]) -> list[str]:
-        return self.group_by + self.writes()
+        return self.keys() + self.writes()
+
+    def hierarchy(self, name: str) -> list[Level]:
+        return self.levels or [Level(name=name, group_by=self.group_by, prompt=self.prompt)]
+
+
+def node_schema(keys: StructType, output: str) -> StructType:
+    """A node table's schema, every column nullable: ``keys`` (the group keys' fields), then
+    :data:`NODE_FIELDS`, provenance, ``<output>`` and ``<output>_tokens``, the call fields and
+    ``failed_inputs``."""
+    fields = [*keys.fields, *NODE_FIELDS, *PROVENANCE_FIELDS, StructField(output, StringType()),
+              StructField(f"{output}_tokens", IntegerType()), *CALL_FIELDS, StructField("failed_inputs", LongType())]
+    return StructType([StructField(f.name, f.dataType, True) for f in fields])
 
 
 def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) -> DataFrame:
-    """Multi-round hierarchical reduce through the engine of :mod:`apwa_spark.hierarchy`: one row per
-    group, children in ``order_by`` order (NULLs first, as Spark's ascending sort), packed under
-    ``token_budget`` tokens counted by the endpoint's tokenizer (``LLMClient.count_tokens``:
-    llama.cpp ``/tokenize``; ``ceil(chars / 3)`` where the endpoint has none); each round is a Delta
-    table ``<name>_r<k>`` of ``run.store``. Rows whose text is NULL or blank, and failed children, are
-    left out of the summary and counted: the group's row is then ``partial`` (``ChildrenFailed``), or
-    an ``error`` when nothing was left (the engine's failure policy).
+    """Multi-round hierarchical reduce through the engine of :mod:`apwa_spark.hierarchy`.
+
+    The input rows become the leaf nodes (table ``<leaf_level>``, or ``<name>_r0``; their status is the status of
+    the step that wrote the text column, or ``error``/``EmptyInput`` for NULL or blank text). Then,
+    level by level, rounds of ``groupBy(level keys).applyInPandas`` (one Delta table
+    ``<level>_r<k>`` each) pack each group's children, in ``order_by`` order (NULLs first, as
+    Spark's ascending sort), under ``token_budget`` tokens counted by the endpoint's tokenizer
+    (``LLMClient.count_tokens``: llama.cpp ``/tokenize``; ``ceil(chars / 3)`` where the endpoint has
+    none), until each group has one row. Failed and empty children are left out of a summary and
+    counted: the parent is ``partial`` (``ChildrenFailed``), or an ``error`` when nothing was left.
+
+    Returns:
+        with ``levels``: the top level's node table; else the group keys, ``<output>`` and ``<name>_meta``.
 
     Raises:
         PlanError: the template names more than one text column, or the rounds do not converge.
     """
-    job, store = run.job, run.store
-    texts = _text_columns(step)
+    text = _text_column(name, step)
+    keys = step.keys()
+    leaf = step.leaf_level or name
+    table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", _leaves(df, name, step, text, leaf, run))
+    schema = node_schema(StructType([table.schema[k] for k in keys]), step.output)
+    for level in step.hierarchy(name):
+        def write_round(round_no: int, level: Level = level) -> str:
+            nonlocal table
+            source = table
+            fn = _reduce_group_fn(step, level, keys, text, round_no, run.job)
+            table = write_table(run.store, run.tables, f"{level.name}_r{round_no}",
+                                source.groupBy(*level.group_by).applyInPandas(fn, schema), source)
+            return f"{level.name}_r{round_no}"
+
+        try:
+            run_rounds(write_round, lambda _: _groups_left(table, level.group_by), f"reduce step {name!r}, level {level.name!r}")
+        except ReduceDidNotConverge as e:
+            raise PlanError(str(e)) from None
+    if step.levels:
+        return table
+    meta = F.struct(*[F.col(f.name) for f in META_SCHEMA.fields]).alias(f"{name}_meta")
+    return table.select(*keys, step.output, meta)
+
+
+def _text_column(name: str, step: ReduceStep) -> str:
+    texts = [c for c in placeholders(step.template) if c not in step.keys() and c not in step.order_by]
     if len(texts) != 1:
         raise PlanError(f"reduce step {name!r}: the template must name exactly one text column besides the "
                         f"group keys, got {texts}")
-    keys = step.group_by or ["__group"]
-    if not step.group_by:
-        df = df.withColumn("__group", F.lit("all"))
-    order = F.col(step.order_by) if step.order_by else F.monotonically_increasing_id()
-    nodes = df.select(*keys, order.cast("long").alias("__order"), F.col(texts[0]).cast("string").alias(step.output),
-                      F.lit(None).cast(META_SCHEMA).alias(f"{name}_meta"), F.lit(0).cast("long").alias("__failed"))
-    store.write(nodes, f"{name}_r0")
-    # every column nullable: a failed group's summary is NULL even where the input text column is NOT NULL
-    schema = StructType([StructField(f.name, f.dataType, True) for f in nodes.schema])
-    fn = _reduce_group_fn(name, step, keys, job)
-
-    def write_round(round_no: int) -> str:
-        current = store.read(f"{name}_r{round_no - 1}")
-        store.write(current.groupBy(*keys).applyInPandas(fn, schema), f"{name}_r{round_no}")
-        return f"{name}_r{round_no}"
-
-    def groups_left(table: str) -> bool:
-        return not store.read(table).groupBy(*keys).count().filter("count > 1").isEmpty()
-
-    try:
-        last = run_rounds(write_round, groups_left, f"reduce step {name!r}")[-1]
-    except ReduceDidNotConverge as e:
-        raise PlanError(str(e)) from None
-    return store.read(last).drop("__order", "__failed", *(["__group"] if not step.group_by else []))
+    return texts[0]
 
 
-def _text_columns(step: ReduceStep) -> list[str]:
-    return [c for c in placeholders(step.template) if c not in step.group_by and c != step.order_by]
+def _groups_left(table: DataFrame, keys: list[str]) -> bool:
+    """True while some group of ``table`` still has more than one row."""
+    return not table.groupBy(*keys).count().filter("count > 1").isEmpty()
 
 
-def _reduce_group_fn(name: str, step: ReduceStep, keys: list[str], job: JobContext):
-    text_col = _text_columns(step)[0]
-    hashed = template_hash(step.template)
+def _ordinal(step: ReduceStep) -> Column:
+    """Document order as one long: the ``order_by`` column, its rank when there are several (one
+    window over all rows), or the row's position."""
+    if not step.order_by:
+        return F.monotonically_increasing_id()
+    if len(step.order_by) == 1:
+        return F.col(step.order_by[0]).cast("long")
+    return F.row_number().over(Window.orderBy(*[F.col(c).asc_nulls_first() for c in step.order_by])).cast("long") - 1
+
+
+def _leaves(df: DataFrame, name: str, step: ReduceStep, text: str, leaf: str, run: RunContext) -> DataFrame:
+    """The input rows as leaf nodes (round 0), with the status and counts of the step that wrote ``text``."""
+    job = run.job
+    meta = run.input_meta(text)
+    ordinal = _ordinal(step)
+    ids = F.concat_ws("#", *[F.col(c).cast("string") for c in step.leaf_id]) if step.leaf_id else ordinal.cast("string")
+    framed = df.select(*step.keys(), F.col(text).cast("string").alias("__text"), ordinal.alias("ordinal"), ids.alias("__id"),
+                       *([F.col(meta).alias("__meta")] if meta in df.columns else []))
+    blank = F.col("__text").isNull() | (F.trim(F.col("__text")) == "")
+    if "__meta" in framed.columns:
+        calls = {f.name: F.col(f"__meta.{f.name}") for f in CALL_FIELDS + PROVENANCE_FIELDS}
+    else:
+        calls = {"status": F.when(blank, "error").otherwise("ok"), "error_class": F.when(blank, "EmptyInput"),
+                 "error": F.when(blank, "EmptyInput: the text is NULL or blank"), "llm_calls": F.lit(0),
+                 "prompt_tokens": F.lit(0), "completion_tokens": F.lit(0), "cached_tokens": F.lit(0),
+                 "from_cache": F.lit(False), "run_id": F.lit(job.run_id), "plan_id": F.lit(job.plan_id),
+                 "step": F.lit(name), "model": F.lit(None), "endpoint_host": F.lit(None), "template_hash": F.lit(None)}
+    schema = node_schema(StructType([df.schema[k] for k in step.keys()]), step.output)
+    values = {**calls, "level": F.lit(leaf), "round": F.lit(0), "node_id": F.concat(F.lit(f"{leaf}:"), "__id"),
+              "children": F.array("__id"), step.output: F.col("__text"), f"{step.output}_tokens": F.lit(None),
+              "failed_inputs": F.when(calls["status"] == "error", 1).otherwise(0)}
+    values["ordinal"] = F.col("ordinal")
+    return framed.select(*step.keys(), *[values[f.name].cast(f.dataType).alias(f.name)
+                                         for f in schema.fields[len(step.keys()):]])
+
+
+def _reduce_group_fn(step: ReduceStep, level: Level, keys: list[str], text: str, round_no: int, job: JobContext):
+    """The pandas function of one round of ``level``: one group's nodes ──► its parent nodes."""
+    prompt = level.prompt or step.prompt
+    template = prompt.template() if prompt else agents.MAP_TEMPLATE
+    tidy = bool(prompt and prompt.tidy)
+    hashed = template_hash(step.template + (prompt.model_dump_json() if prompt else ""))
+    out, out_tokens = step.output, f"{step.output}_tokens"
 
     def reduce_group(group: pd.DataFrame) -> pd.DataFrame:
-        group = group.sort_values("__order", kind="stable", na_position="first")
-        texts = [t if isinstance(t, str) else None for t in group[step.output]]
-        metas = [m if isinstance(m, dict) else None for m in group[f"{name}_meta"]]
+        group = group.sort_values("ordinal", kind="stable", na_position="first").reset_index(drop=True)
         client = job.client()
-        tokens = client.count_tokens([t or "" for t in texts])  # the endpoint's own tokenizer where it has one
-        children = [Child(t, m["status"] if m else "ok", n, int(f or 0), m["error"] if m else None)
-                    for t, m, n, f in zip(texts, metas, tokens, group["__failed"])]
-        fields = {k: group[k].iloc[0] for k in step.group_by}
+        texts = [t if isinstance(t, str) else None for t in group[out]]
+        tokens = [None if pd.isna(n) else int(n) for n in group[out_tokens]]
+        unknown = [i for i, (t, n) in enumerate(zip(texts, tokens)) if n is None and t and t.strip()]
+        for i, n in zip(unknown, client.count_tokens([texts[i] for i in unknown]) if unknown else []):
+            tokens[i] = n  # the endpoint's own tokenizer where it has one
+        children = [Child(t, s, n or 0, int(f or 0), e) for t, s, n, f, e in
+                    zip(texts, group["status"], tokens, group["failed_inputs"], group["error"])]
+        fields = {k: group[k].iloc[0] for k in level.group_by}
 
         def call(batches: list[list[str]]) -> list[Completion]:
-            prompts = [step.template.format_map({**fields, text_col: "\n".join(f"{i}. {t}" for i, t in enumerate(b, 1))})
+            prompts = [step.template.format_map({**fields, text: "\n".join(f"{i}. {t.strip()}" for i, t in enumerate(b, 1))})
                        for b in batches]
-            return [dataclasses.replace(r.completion, text=r.value) for r in agents.map_rows(prompts, step.max_tokens, job.settings, client)]
+            return [dataclasses.replace(r.completion, text=r.value)
+                    for r in agents.map_rows(prompts, step.max_tokens, job.settings, client, template, tidy)]
 
         [parents] = reduce_groups([children], step.token_budget, call)
-        rows = []
-        for p in parents:
-            first = group.iloc[p.children[0]]
-            c = p.completion
-            passed = c.calls == 0 and len(p.children) == 1 and metas[p.children[0]] is not None
-            rows.append({**{k: first[k] for k in keys}, "__order": first["__order"],
-                         step.output: c.text if c.status in USABLE else None,
-                         f"{name}_meta": metas[p.children[0]] if passed else meta(c, name, job, hashed),
-                         "__failed": p.failed_inputs})
-        return pd.DataFrame(rows, columns=list(group.columns))
+        base = f"{level.name}:{'/'.join(str(fields[k]) for k in level.group_by) or 'all'}:r{round_no}"
+        return pd.DataFrame([_node(group, p.children, p.completion, p.failed_inputs, keys, level, round_no,
+                                   base + (f".{n}" if len(parents) > 1 else ""), hashed, out, job)
+                             for n, p in enumerate(parents)], columns=list(group.columns))
 
     return reduce_group
 
 
+def _node(group: pd.DataFrame, members: list[int], c: Completion, failed_inputs: int, keys: list[str], level: Level,
+          round_no: int, node_id: str, hashed: str, out: str, job: JobContext) -> dict:
+    """One parent node's row (:func:`node_schema`)."""
+    first = group.iloc[members[0]]
+    ordinals = group["ordinal"].iloc[members].dropna()
+    usable = c.status in USABLE
+    return {**{k: first[k] if k in level.group_by else None for k in keys},
+            "level": level.name, "round": round_no, "node_id": node_id,
+            "ordinal": int(ordinals.min()) if len(ordinals) else None, "children": group["node_id"].iloc[members].tolist(),
+            "run_id": job.run_id, "plan_id": job.plan_id, "step": f"{level.name}_r{round_no}",
+            "model": job.settings.llm.model, "endpoint_host": job.endpoint_host, "template_hash": hashed,
+            out: c.text if usable else None, f"{out}_tokens": c.text_tokens if usable else 0,
+            **call_fields(c), "failed_inputs": failed_inputs}
+
+
 def estimate_reduce(step: ReduceStep, stats: InputStats) -> Estimate:
-    """Calls: the text's tokens over the token budget, summed over the rounds (each round about
-    halves the tokens); one row out per group (at most the rows in)."""
-    chars = sum(stats.chars.get(c, 0) for c in placeholders(step.template))
-    tokens, calls, prompt = chars / CHARS_PER_TOKEN, 0, 0
-    while True:
-        round_calls = max(1, int(tokens / step.token_budget) + (1 if tokens % step.token_budget else 0))
-        calls, prompt = calls + round_calls, prompt + int(tokens)
-        if round_calls == 1:
-            break
-        tokens = round_calls * step.max_tokens
-    return Estimate(calls, prompt, calls * step.max_tokens, rows_out=min(stats.rows, max(1, calls)),
-                    chars_out={step.output: int(calls * step.max_tokens * CHARS_PER_TOKEN)},
-                    assumption=f"{CHARS_PER_TOKEN:g} characters per token; each round's answers at most max_tokens")
+    """Per level, rounds until one row per group: each group's children (``rows / groups`` of them,
+    the groups known from a step before, else assumed one per row for keyed levels and one for the
+    whole table) packed into ``token_budget``-token calls of at least two children; the text's
+    tokens at :data:`CHARS_PER_TOKEN` characters a token, each answer at most ``max_tokens``."""
+    chars = sum(stats.chars.get(c, 0) for c in placeholders(step.template) if c not in step.keys())
+    nodes, tokens_each = max(stats.rows, 1), chars / CHARS_PER_TOKEN / max(stats.rows, 1)
+    calls = prompt = 0
+    guessed = []
+    for level in step.levels or [Level(name="reduce", group_by=step.group_by)]:
+        key = tuple(level.group_by)
+        if key not in stats.groups and key:
+            guessed.append(level.name)
+        groups = min(nodes, stats.groups.get(key, 1 if not key else nodes))
+        per_group = nodes / groups
+        while per_group > 1:
+            batches = min(max(1, -(-int(per_group * tokens_each) // step.token_budget)), max(1, int(per_group // 2)))
+            calls += groups * batches
+            prompt += int(groups * per_group * tokens_each)
+            per_group, tokens_each = batches, step.max_tokens
+        nodes = groups
+    assumption = (f"{CHARS_PER_TOKEN:g} characters per token; answers of max_tokens; groups of equal size"
+                  + (f"; groups of {', '.join(guessed)} unknown: assumed one row each" if guessed else ""))
+    return Estimate(calls, prompt, calls * step.max_tokens, rows_out=nodes,
+                    chars_out={step.output: int(nodes * step.max_tokens * CHARS_PER_TOKEN)}, assumption=assumption)
 
 
 def named_keys(ctx: PlanningContext) -> list[str]:
