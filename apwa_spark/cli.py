@@ -81,7 +81,7 @@ def add_summarize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--play", required=True, action="append",
                         help="play name (see `apwa-spark plays`), a path to a play .md file, or 'all'; repeat it to "
                              "summarize several plays in one job, on to one corpus summary")
-    jobs.add_output_args(parser)
+    jobs.add_output_args(parser, " (required, but with --show-plan or --dry-run)", required=False)
     parser.add_argument("--max-scenes", type=_positive_int, metavar="N", help="summarize only the first N scenes of each play")
     parser.add_argument("--show-plan", action="store_true",
                         help="print the job's plan (YAML; `apwa-spark run --plan FILE --output DIR` runs it) and stop")
@@ -158,6 +158,8 @@ def run_summarize(spark, args) -> int:
 
         print(explain(spark.range(0), summarize_plan(args.play, settings, args.max_scenes), settings))
         return 0
+    if not args.output:
+        raise ValueError("the summarize job needs --output (a folder or URI for its Delta tables)")
     result = summarize_plays(args.play, args.output, spark, settings, max_scenes=args.max_scenes,
                              output_schema=args.output_schema)
     report(result)

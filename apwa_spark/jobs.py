@@ -27,9 +27,9 @@ OUTPUT_HELP = "folder (path or URI, e.g. s3a://bucket/runs/x) for the run's Delt
 SCHEMA_HELP = "catalog schema (e.g. main.apwa_runs): each table becomes a managed Delta table there"
 
 
-def add_output_args(parser: argparse.ArgumentParser, what: str = "") -> None:
+def add_output_args(parser: argparse.ArgumentParser, what: str = "", required: bool = True) -> None:
     """``--output`` (folder or URI) and ``--output-schema`` (catalog schema for the tables)."""
-    parser.add_argument("--output", required=True, help=OUTPUT_HELP + what)
+    parser.add_argument("--output", required=required, help=OUTPUT_HELP + what)
     parser.add_argument("--output-schema", metavar="SCHEMA", help=SCHEMA_HELP)
 
 
