@@ -7,7 +7,8 @@ The path through the package: query ──► :mod:`~apwa_spark.plan.planner` �
 
 from apwa_spark.api import chunk, classify, extract, filter_rows, map_text, plan, redact, reduce_groups, run
 from apwa_spark.plan.ir import Plan, PlanError
+from apwa_spark.streaming import stream
 from apwa_spark.summarize import summarize_play, summarize_plays
 
 __all__ = ["chunk", "classify", "extract", "filter_rows", "map_text", "plan", "redact", "reduce_groups", "run",
-           "Plan", "PlanError", "summarize_play", "summarize_plays"]
+           "stream", "Plan", "PlanError", "summarize_play", "summarize_plays"]

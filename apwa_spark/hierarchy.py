@@ -110,8 +110,8 @@ def pack_children(tokens: Sequence[int], budget: int) -> list[list[int]]:
     return batches
 
 
-def reduce_groups(groups: Sequence[Sequence[Child]], budget: int,
-                  call: Callable[[list[list[str]]], list[Completion]]) -> list[list[Parent]]:
+def reduce_groups(groups: Sequence[Sequence[Child]], budget: int, call: Callable[..., list[Completion]],
+                  keyed: bool = False) -> list[list[Parent]]:
     """One round over several groups: each group's children (document order) ──► its parents
     (document order). The batches of every group go to the endpoint together, in one ``call``, so
     a partition's groups keep the endpoint's slots busy.
@@ -120,14 +120,18 @@ def reduce_groups(groups: Sequence[Sequence[Child]], budget: int,
         groups: each group's children.
         budget: tokens per batch (:func:`pack_children`).
         call: the reduce agent: batches of child texts (each of two or more, document order) ──► one
-            :class:`Completion` per batch, in order. Not called when no batch needs a call.
+            :class:`Completion` per batch, in order; with ``keyed``, ``call(batches, owners)`` also
+            gets each batch's group index (for a prompt that names the group's keys). Not called
+            when no batch needs a call.
 
     Returns:
         each group's parents, under the failure policy of this module's docstring.
     """
     packed = [[] if _waits(children) else _pack_group(children, budget) for children in groups]
-    texts = [[children[i].text for i in b] for children, batches in zip(groups, packed) for b in batches if len(b) > 1]
-    answers = iter(call(texts) if texts else [])
+    calls = [(g, [children[i].text for i in b]) for g, (children, batches) in enumerate(zip(groups, packed))
+             for b in batches if len(b) > 1]
+    texts, owners = [t for _, t in calls], [g for g, _ in calls]
+    answers = iter((call(texts, owners) if keyed else call(texts)) if texts else [])
     return [_parents(children, batches, answers) for children, batches in zip(groups, packed)]
 
 

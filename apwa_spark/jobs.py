@@ -168,14 +168,40 @@ def add_query_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("query", nargs="?", default="", help="the query in plain language (omit with --plan)")
     add_plan_input_args(parser, " (result and intermediate tables)", input_required=False)
     parser.add_argument("--plan", help="a saved or hand-written plan file (YAML or JSON) instead of planning")
+    parser.add_argument("--stream", action="store_true",
+                        help="run as a Structured Streaming query: --input (a Delta table or a folder of files) is "
+                             "read as a stream, each micro-batch enriched and appended to <output>/result exactly once")
+    parser.add_argument("--trigger", default="availableNow",
+                        help="with --stream: availableNow (what is there, then stop; the default) or "
+                             "'processingTime=10 seconds' (a micro-batch per interval, until --timeout)")
+    parser.add_argument("--checkpoint", help="with --stream: the checkpoint location (default <output>/_checkpoint)")
+    parser.add_argument("--max-files-per-trigger", type=int, metavar="N", help="with --stream: files per micro-batch")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="with --stream: stop a processingTime stream after this long")
 
 
 def run_query(spark: SparkSession, args) -> int:
     """Plan the query (or load ``--plan``), print the plan, run it into ``<output>/result``."""
     settings = job_settings(spark, args)
+    if getattr(args, "stream", False):
+        return run_stream(spark, args, settings)
     plan = load_plan(args, input_frame(spark, args), settings)
     print(plan.to_yaml())
     return _run_plan(spark, args, plan, "run", settings)
+
+
+def run_stream(spark: SparkSession, args, settings: Settings) -> int:
+    """``run --stream``: the plan (``--plan``, or planned over the files already in ``--input``)
+    as a Structured Streaming query (:func:`apwa_spark.streaming.stream`)."""
+    from apwa_spark.streaming import read_stream, stream
+
+    if not args.input:
+        raise ValueError("--stream needs --input: a Delta table or a folder of files to read as a stream")
+    plan = load_plan(args, None if args.plan else read_stream(spark, args.input), settings)
+    print(plan.to_yaml())
+    done = stream(spark, plan, args.input, args.output, settings, trigger=args.trigger, checkpoint=args.checkpoint,
+                  key=args.key, max_files_per_trigger=args.max_files_per_trigger, timeout=args.timeout)
+    print(f"[apwa] stream {done.run_id}: {len(done.batches)} micro-batches, {done.rows} rows ──► {done.sink}")
+    return 0
 
 
 def input_frame(spark: SparkSession, args) -> DataFrame | None:

@@ -25,7 +25,8 @@ from _common import RESULTS, endpoint_settings, machine, write_results
 
 from apwa_spark import agent
 from apwa_spark.llm.client import LLMClient
-from apwa_spark.plays import available_plays, chunk_text, parse_play
+from apwa_spark.plays import available_plays, parse_play
+from apwa_spark.tools import chunk_text
 
 CONCURRENCY = (1, 4, 8)
 

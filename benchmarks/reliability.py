@@ -44,9 +44,9 @@ def fault_run(spark, settings, rate: float, scenes: int, workdir: Path) -> dict:
         started = time.perf_counter()
         run = summarize_play("romeo-and-juliet", output, spark, local, max_scenes=scenes)
         wall = time.perf_counter() - started
-    chunks = read_delta(spark, output / "chunks").select("chunk_id").toPandas()
+    chunks = read_delta(spark, output / "chunks").select("scene_id", "chunk_index").toPandas()
     level0 = read_delta(spark, output / "chunk").toPandas()
-    accounted = sorted(level0["node_id"]) == sorted("chunk:" + chunks["chunk_id"])
+    accounted = sorted(level0["node_id"]) == sorted("chunk:" + chunks["scene_id"] + "#" + chunks["chunk_index"].astype(str))
     return {
         "fault_rate": rate, "faults_injected": dict(proxy.faults), "requests": proxy.requests,
         "input_rows": len(chunks), "rows_out": len(level0), "accounted_exactly_once": accounted,

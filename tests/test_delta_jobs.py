@@ -26,20 +26,20 @@ def test_summarize_slice_on_the_delta_rs_fallback_matches_the_native_run(spark, 
     for mine, native in zip(result.levels, small_run.levels):
         assert "delta-rs" in DeltaTable(mine.path).history()[0].get("clientVersion", ""), mine.table
         assert "Delta-Lake" in DeltaTable(native.path).history()[0].get("engineInfo", ""), native.table
-        key = "node_id" if mine.table != "chunks" else "chunk_id"
-        rows = sorted((r[key], r["text" if key == "chunk_id" else "summary"]) for r in read_delta(spark, mine.path).collect())
-        assert rows == sorted((r[key], r["text" if key == "chunk_id" else "summary"])
-                              for r in read_delta(spark, native.path).collect()), mine.table
+        rows = lambda path: sorted((f"{r.scene_id}#{r.chunk_index}", r.chunk) if mine.table == "chunks" else (r.node_id, r.summary)
+                                   for r in read_delta(spark, path).collect())
+        assert rows(mine.path) == rows(native.path), mine.table
     dead = DeltaTable(str(tmp_path / "out" / DEAD_LETTER)).to_pandas()  # appended by the fallback
     native_dead = DeltaTable(f"{small_run.output}/{DEAD_LETTER}").to_pandas()
-    assert sorted(dead["node_id"]) == sorted(native_dead["node_id"]) and "EmptyInput" in set(dead["error_class"])
+    node_ids = lambda table: sorted(json.loads(k)["node_id"] for k in table["row_key"])
+    assert node_ids(dead) == node_ids(native_dead) and "EmptyInput" in set(dead["error_class"])
 
 
 def test_summarize_into_a_catalog_schema_makes_one_managed_table_per_level(spark, settings, small_play, small_run, tmp_path):
     result = summarize_play(str(small_play), str(tmp_path / "files"), spark, _cached(settings, small_run),
                             output_schema="apwa_test_runs")
     tables = {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_runs")}
-    assert tables == {**{level.table: "MANAGED" for level in result.levels}, DEAD_LETTER: "MANAGED"}
+    assert tables == {**{level.table: "MANAGED" for level in result.levels}, "result": "MANAGED", DEAD_LETTER: "MANAGED"}
     for level in result.levels:
         assert level.path == f"apwa_test_runs.`{level.table}`"
         assert spark.table(level.path).count() == level.rows

@@ -6,6 +6,7 @@ embedded endpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -50,7 +51,7 @@ def test_20_percent_faults_with_retries_every_row_once_and_95_percent_ok(spark, 
     assert sum(proxy.faults.values()) > 0, proxy.faults
     chunks = read_delta(spark, tmp_path / "chunks").toPandas()
     level0 = read_delta(spark, tmp_path / "chunk").toPandas()
-    assert sorted(level0["node_id"]) == sorted("chunk:" + chunks["chunk_id"])  # each row exactly once
+    assert sorted(level0["node_id"]) == sorted("chunk:" + chunks["scene_id"] + "#" + chunks["chunk_index"].astype(str))  # each row once
     llm_rows = level0[level0["error_class"] != "EmptyInput"]  # the empty scene is bad input, not a fault
     assert (llm_rows["status"] == "ok").mean() >= 0.95, llm_rows[["node_id", "error"]]
     assert llm_rows["llm_calls"].sum() > len(llm_rows)  # the faults cost retries, counted per row
@@ -69,7 +70,7 @@ def test_20_percent_faults_without_retries_fail_rows_not_the_job(spark, settings
     failed = level0[(level0["status"] == "error") & (level0["error_class"] != "EmptyInput")]
     assert len(failed) >= 1 and failed["error_class"].notna().all()
     dead = read_delta(spark, tmp_path / "_dead_letter").toPandas()
-    assert set(failed["node_id"]) <= set(dead["node_id"]) and (dead["run_id"] == run.run_id).all()
+    assert set(failed["node_id"]) <= {json.loads(k)["node_id"] for k in dead["row_key"]} and (dead["run_id"] == run.run_id).all()
     assert sum(run.errors_by_class.values()) == len(dead)
 
 

@@ -126,8 +126,8 @@ def test_estimates_chain_chunk_fan_out_into_the_next_step(spark):
     plan = Plan.parse("steps:\n  - kind: chunk\n    max_chars: 100\n"
                       "  - kind: map\n    template: 'Say: {chunk}'\n    output: said\n    max_tokens: 8\n")
     chunk, mapped = estimate(df, plan)
-    assert chunk["llm_calls"] == 0 and chunk["rows_out"] == 20
-    assert mapped["llm_calls"] == 20 and mapped["completion_tokens"] == 160
+    assert chunk["llm_calls"] == 0 and chunk["rows_out"] == 21  # 2,000 / 100 characters, plus half a piece a row
+    assert mapped["llm_calls"] == 21 and mapped["completion_tokens"] == 168
 
 
 def test_tool_notes_list_a_detectors_findings_and_refuse_a_splitter():

@@ -22,7 +22,9 @@ own (``max_retries``, ``timeout``). On top of it this module adds what a Spark t
   between endpoint kinds (auth headers, token counting, structured output) from
   :mod:`apwa_spark.llm.endpoints`.
 
-One client is made per batch of rows (a pandas UDF call), never per row.
+An :class:`LLMClient` is made per batch of rows (a pandas UDF call), never per row; the event loop
+and the ``AsyncOpenAI`` client underneath are made once per Python worker process and reused by
+every batch (:func:`worker_loop`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Coroutine, Mapping, Sequence, TypeVar
 
@@ -171,14 +175,8 @@ class LLMClient:
         to_send = {key: task for key, task in unique.items() if key not in cached}
         recorder = _CacheRecorder(self.cache, llm.model, self.settings.cache.max_uncommitted)
         semaphore = asyncio.Semaphore(self.concurrency)
-        hooks = _limiter_hooks(self.limiter)
-        http = openai.DefaultAioHttpClient if llm.transport == "aiohttp" else openai.DefaultAsyncHttpxClient
-        async with openai.AsyncOpenAI(
-            **endpoints.client_options(self.settings),
-            timeout=self.settings.llm.timeout,
-            max_retries=self.settings.llm.max_retries,
-            http_client=http(event_hooks=hooks),
-        ) as client, (httpx.AsyncClient(trust_env=False) if self.budget else contextlib.nullcontext()) as budget_http:
+        client = _worker_client(self.settings, self.limiter)
+        async with (httpx.AsyncClient(trust_env=False) if self.budget else contextlib.nullcontext()) as budget_http:
             sent = await asyncio.gather(*(self._one(client, budget_http, semaphore, task, key, recorder)
                                           for key, task in to_send.items()))
         await recorder.flush()
@@ -425,10 +423,51 @@ def _short(exc: Exception, limit: int = 500) -> str:
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion, also from inside a running event loop (notebook kernels)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+    """Run ``coro`` to completion on this process's worker loop (:func:`worker_loop`), from any
+    thread (a pandas UDF's, the driver's, a notebook kernel's inside its own running loop)."""
+    loop = worker_loop()
+    if threading.current_thread() is _WORKER["thread"]:  # called from a coroutine on the loop itself
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, coro).result()
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+#: This process's worker loop, its thread, the pid that made them, and the AsyncOpenAI clients on it.
+_WORKER: dict[str, Any] = {"loop": None, "thread": None, "pid": None, "clients": {}}
+_WORKER_LOCK = threading.Lock()
+
+
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per Python worker process, run forever by a daemon thread and reused by every
+    batch of rows (pandas UDF call) of every job in the process, so the openai clients on it
+    (:func:`_worker_client`) keep their connections across batches. Made on first use, and again
+    after a fork (Spark's Python daemon forks its workers)."""
+    with _WORKER_LOCK:
+        if _WORKER["pid"] != os.getpid() or _WORKER["loop"] is None or _WORKER["loop"].is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="apwa-llm-loop", daemon=True)
+            thread.start()
+            _WORKER.update(loop=loop, thread=thread, pid=os.getpid(), clients={})
+        return _WORKER["loop"]
+
+
+def _worker_client(settings: Settings, limiter: RateLimiter) -> openai.AsyncOpenAI:
+    """The running loop's ``AsyncOpenAI`` client for this endpoint (URL, key, headers), transport,
+    timeout, retries and job limiter: made once, then reused by every batch, so a process keeps one
+    connection pool per endpoint and job."""
+    llm = settings.llm
+    options = endpoints.client_options(settings)
+    key = (json.dumps(options, sort_keys=True, default=str), llm.transport, llm.timeout, llm.max_retries, id(limiter),
+           id(asyncio.get_running_loop()))
+    clients = _WORKER["clients"]
+    if key not in clients:
+        http = openai.DefaultAioHttpClient if llm.transport == "aiohttp" else openai.DefaultAsyncHttpxClient
+        clients[key] = openai.AsyncOpenAI(**options, timeout=llm.timeout, max_retries=llm.max_retries,
+                                          http_client=http(event_hooks=_limiter_hooks(limiter)))
+        while len(clients) > MAX_WORKER_CLIENTS:  # an earlier job's client: close its connections
+            asyncio.ensure_future(clients.pop(next(iter(clients))).close())
+    return clients[key]
+
+
+#: AsyncOpenAI clients a worker process keeps open (the most recent jobs' and endpoints').
+MAX_WORKER_CLIENTS = 4

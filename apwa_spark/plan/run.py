@@ -28,6 +28,13 @@ from apwa_spark.runs import (CACHE, JobContext, TableStats, close_plan_run, job_
 from apwa_spark.tools import registry
 
 
+def spread(df: DataFrame, tasks: int) -> DataFrame:
+    """``df`` in at least ``tasks`` partitions (``defaultParallelism``), so that every core runs a
+    share of the LLM steps: a small file is often read as one partition, which keeps one task (and
+    ``llm.concurrency`` calls) busy. Unchanged when it has that many already."""
+    return df.repartition(tasks) if df.rdd.getNumPartitions() < tasks else df
+
+
 @dataclass
 class PlanRun:
     """A finished plan run: its id, output, the ``result`` (read back from Delta), every table it
@@ -105,7 +112,7 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
                          budget_url=budget.url if budget else None)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.schema or store.root}", flush=True)
         run = RunContext(job, store)
-        store.write(compile_plan(df, plan, run), "result")
+        store.write(compile_plan(spread(df, job.tasks), plan, run), "result")
         errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
     return PlanRun(job.run_id, store.root, store.read("result"), run.tables, errors, time.monotonic() - started)

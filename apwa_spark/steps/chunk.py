@@ -59,13 +59,14 @@ def compile_chunk(df: DataFrame, name: str, step: ChunkStep, run: RunContext) ->
 
 def estimate_chunk(step: ChunkStep, stats: InputStats) -> Estimate:
     """No call; about ``chars / max_chars`` pieces (``max_tokens`` at :data:`CHARS_PER_TOKEN`
-    characters a token), at least one per row."""
+    characters a token) plus half a piece per row (each row's last piece half full on average), at
+    least one per row."""
     chars = stats.chars.get(step.column, 0)
     size = int(step.max_tokens * CHARS_PER_TOKEN) if step.max_tokens else step.max_chars
-    rows = max(stats.rows, -(-chars // size))
+    rows = max(stats.rows, round(chars / size + stats.rows / 2))
     unit = f"{step.max_tokens} tokens ({CHARS_PER_TOKEN:g} characters a token)" if step.max_tokens else f"{step.max_chars} characters"
     return Estimate(0, 0, 0, rows_out=rows, chars_out={**stats.chars, step.output: chars},
-                    assumption=f"pieces of up to {unit}")
+                    assumption=f"pieces of up to {unit}, each row's last one half full")
 
 
 def field_schema(ctx: PlanningContext) -> dict:

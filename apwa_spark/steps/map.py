@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from functools import reduce
 from typing import ClassVar, Literal
 
@@ -11,7 +12,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import MapType, StringType
 
 from apwa_spark.plan import agents
-from apwa_spark.plan.step import (AgentStepConfig, Cardinality, InputStats, PlannerSpec, PlanningContext, PromptConfig,
+from apwa_spark.plan.step import (CHARS_PER_TOKEN, AgentStepConfig, Cardinality, InputStats, PlannerSpec, PlanningContext, PromptConfig,
                                   RunContext, StepKind)
 from apwa_spark.plan.udf import agent_prompts, apply_llm, per_row_estimate, template_hash
 
@@ -74,7 +75,9 @@ def compile_map(df: DataFrame, name: str, step: MapStep, run: RunContext) -> Dat
 
 
 def estimate_map(step: MapStep, stats: InputStats):
-    return per_row_estimate(step, stats, step.max_tokens)
+    """One call per row; the output column at most ``max_tokens`` a row (for the steps after it)."""
+    e = per_row_estimate(step, stats, step.max_tokens)
+    return dataclasses.replace(e, chars_out={**e.chars_out, step.output: int(stats.rows * step.max_tokens * CHARS_PER_TOKEN)})
 
 
 def build_map(ctx: PlanningContext, fields: dict) -> dict:

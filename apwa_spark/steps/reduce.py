@@ -127,12 +127,16 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
 
     The input rows become the leaf nodes (table ``<leaf_level>``, or ``<name>_r0``; their status is the status of
     the step that wrote the text column, or ``error``/``EmptyInput`` for NULL or blank text). Then,
-    level by level, rounds of ``groupBy(level keys).applyInPandas`` (one Delta table
-    ``<level>_r<k>`` each) pack each group's children, in ``order_by`` order (NULLs first, as
+    level by level, rounds (one Delta table ``<level>_r<k>`` each) pack each group's children, in
+    ``order_by`` order (NULLs first, as
     Spark's ascending sort), under ``token_budget`` tokens counted by the endpoint's tokenizer
     (``LLMClient.count_tokens``: llama.cpp ``/tokenize``; ``ceil(chars / 3)`` where the endpoint has
     none), until each group has one row. Failed and empty children are left out of a summary and
     counted: the parent is ``partial`` (``ChildrenFailed``), or an ``error`` when nothing was left.
+
+    A round is ``repartition(level keys)`` into ``min(defaultParallelism, rows)`` partitions, then
+    ``mapInPandas``: each task reduces all the groups of its partition in one engine call, so their
+    LLM calls are in flight together (up to ``llm.concurrency``), not one group's one to three.
 
     Returns:
         with ``levels``: the top level's node table; else the group keys, ``<output>`` and ``<name>_meta``.
@@ -140,7 +144,7 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     Raises:
         PlanError: the template names more than one text column, or the rounds do not converge.
     """
-    text = _text_column(name, step)
+    text = text_column(name, step)
     keys = step.keys()
     leaf = step.leaf_level or name
     table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", _leaves(df, name, step, text, leaf, run))
@@ -149,9 +153,10 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
         def write_round(round_no: int, level: Level = level) -> str:
             nonlocal table
             source = table
-            fn = _reduce_group_fn(step, level, keys, text, round_no, run.job)
-            table = write_table(run.store, run.tables, f"{level.name}_r{round_no}",
-                                source.groupBy(*level.group_by).applyInPandas(fn, schema), source)
+            fn = _reduce_partition_fn(step, level, keys, text, round_no, run.job)
+            parts = max(1, min(run.job.tasks, run.tables[-1].rows)) if level.group_by else 1
+            spread = source.repartition(parts, *level.group_by) if level.group_by else source.repartition(1)
+            table = write_table(run.store, run.tables, f"{level.name}_r{round_no}", spread.mapInPandas(fn, schema), source)
             return f"{level.name}_r{round_no}"
 
         try:
@@ -164,7 +169,16 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     return table.select(*keys, step.output, meta)
 
 
-def _text_column(name: str, step: ReduceStep) -> str:
+def numbered(texts: list[str]) -> str:
+    """A reduce call's input: the children's texts in document order, ``1. …`` one per line."""
+    return "\n".join(f"{i}. {t.strip()}" for i, t in enumerate(texts, 1))
+
+
+def text_column(name: str, step: ReduceStep) -> str:
+    """The one column of the template that is not a group key or the order: the text reduced.
+
+    Raises:
+        PlanError: the template names none or several such columns."""
     texts = [c for c in placeholders(step.template) if c not in step.keys() and c not in step.order_by]
     if len(texts) != 1:
         raise PlanError(f"reduce step {name!r}: the template must name exactly one text column besides the "
@@ -213,39 +227,51 @@ def _leaves(df: DataFrame, name: str, step: ReduceStep, text: str, leaf: str, ru
                                          for f in schema.fields[len(step.keys()):]])
 
 
-def _reduce_group_fn(step: ReduceStep, level: Level, keys: list[str], text: str, round_no: int, job: JobContext):
-    """The pandas function of one round of ``level``: one group's nodes ──► its parent nodes."""
+def _reduce_partition_fn(step: ReduceStep, level: Level, keys: list[str], text: str, round_no: int, job: JobContext):
+    """The pandas function of one round of ``level`` over a partition: the nodes of its groups ──►
+    their parent nodes, every group of the partition through one :func:`reduce_groups` call."""
     prompt = level.prompt or step.prompt
     template = prompt.template() if prompt else agents.MAP_TEMPLATE
     tidy = bool(prompt and prompt.tidy)
     hashed = template_hash(step.template + (prompt.model_dump_json() if prompt else ""))
     out, out_tokens = step.output, f"{step.output}_tokens"
 
-    def reduce_group(group: pd.DataFrame) -> pd.DataFrame:
-        group = group.sort_values("ordinal", kind="stable", na_position="first").reset_index(drop=True)
+    def reduce_partition(batches):
+        frames = [b for b in batches if len(b)]
+        if not frames:
+            return
+        part = pd.concat(frames, ignore_index=True)
+        parts = [g for _, g in part.groupby(level.group_by, dropna=False, sort=False)] if level.group_by else [part]
+        groups = [g.sort_values("ordinal", kind="stable", na_position="first").reset_index(drop=True) for g in parts]
         client = job.client()
-        texts = [t if isinstance(t, str) else None for t in group[out]]
-        tokens = [None if pd.isna(n) else int(n) for n in group[out_tokens]]
-        unknown = [i for i, (t, n) in enumerate(zip(texts, tokens)) if n is None and t and t.strip()]
-        for i, n in zip(unknown, client.count_tokens([texts[i] for i in unknown]) if unknown else []):
-            tokens[i] = n  # the endpoint's own tokenizer where it has one
-        children = [Child(t, s, n or 0, int(f or 0), e) for t, s, n, f, e in
-                    zip(texts, group["status"], tokens, group["failed_inputs"], group["error"])]
-        fields = {k: group[k].iloc[0] for k in level.group_by}
+        children = _children(groups, out, out_tokens, client)
+        fields = [{k: g[k].iloc[0] for k in level.group_by} for g in groups]
 
-        def call(batches: list[list[str]]) -> list[Completion]:
-            prompts = [step.template.format_map({**fields, text: "\n".join(f"{i}. {t.strip()}" for i, t in enumerate(b, 1))})
-                       for b in batches]
+        def call(batches: list[list[str]], owners: list[int]) -> list[Completion]:
+            prompts = [step.template.format_map({**fields[o], text: numbered(b)}) for b, o in zip(batches, owners)]
             return [dataclasses.replace(r.completion, text=r.value)
                     for r in agents.map_rows(prompts, step.max_tokens, job.settings, client, template, tidy)]
 
-        [parents] = reduce_groups([children], step.token_budget, call)
-        base = f"{level.name}:{'/'.join(str(fields[k]) for k in level.group_by) or 'all'}:r{round_no}"
-        return pd.DataFrame([_node(group, p.children, p.completion, p.failed_inputs, keys, level, round_no,
-                                   base + (f".{n}" if len(parents) > 1 else ""), hashed, out, job)
-                             for n, p in enumerate(parents)], columns=list(group.columns))
+        rows = []
+        for group, field_values, parents in zip(groups, fields, reduce_groups(children, step.token_budget, call, keyed=True)):
+            base = f"{level.name}:{'/'.join(str(field_values[k]) for k in level.group_by) or 'all'}:r{round_no}"
+            rows += [_node(group, p.children, p.completion, p.failed_inputs, keys, level, round_no,
+                           base + (f".{n}" if len(parents) > 1 else ""), hashed, out, job) for n, p in enumerate(parents)]
+        yield pd.DataFrame(rows, columns=list(part.columns))
 
-    return reduce_group
+    return reduce_partition
+
+
+def _children(groups: list[pd.DataFrame], out: str, out_tokens: str, client) -> list[list[Child]]:
+    """Each group's nodes as the engine's children; texts whose tokens are not known yet are counted
+    by the endpoint's own tokenizer, all of the partition's in one ``count_tokens`` call."""
+    texts = [[t if isinstance(t, str) else None for t in g[out]] for g in groups]
+    tokens = [[None if pd.isna(n) else int(n) for n in g[out_tokens]] for g in groups]
+    unknown = [(a, b) for a, row in enumerate(texts) for b, t in enumerate(row) if tokens[a][b] is None and t and t.strip()]
+    for (a, b), n in zip(unknown, client.count_tokens([texts[a][b] for a, b in unknown]) if unknown else []):
+        tokens[a][b] = n
+    return [[Child(t, s, n or 0, int(f or 0), e) for t, s, n, f, e in zip(ts, g["status"], ns, g["failed_inputs"], g["error"])]
+            for g, ts, ns in zip(groups, texts, tokens)]
 
 
 def _node(group: pd.DataFrame, members: list[int], c: Completion, failed_inputs: int, keys: list[str], level: Level,

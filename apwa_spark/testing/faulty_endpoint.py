@@ -16,8 +16,8 @@ With ``fail_marker``, every completion request whose body contains that string g
 whatever the draws: a test can make one chosen row fail every attempt. With ``script``, the first
 completion requests get those faults in order (``None``: forwarded). Other faults are drawn from
 a seeded ``random.Random``, so a run is repeatable. ``requests`` counts the
-requests received on completion routes, ``bodies`` keeps their bodies and ``arrivals`` their
-``(time.monotonic(), fault)`` in order. Usage::
+requests received on completion routes, ``bodies`` keeps their bodies, ``arrivals`` their
+``(time.monotonic(), fault)`` in order, and ``max_in_flight`` the most forwarded at once. Usage::
 
     with FaultyEndpoint(upstream="http://127.0.0.1:8080/v1", non_json=1.0) as proxy:
         settings = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
@@ -25,6 +25,7 @@ requests received on completion routes, ``bodies`` keeps their bodies and ``arri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -80,6 +81,7 @@ class FaultyEndpoint:
         self.arrivals: list[tuple[float, str | None]] = []
         self.lock = threading.Lock()
         self.requests = 0
+        self.in_flight = self.max_in_flight = 0  # completion requests being forwarded at once, and the most seen
         self.bodies: list[bytes] = []  # request bodies received on completion routes, in order
         self.faults: dict[str, int] = {name: 0 for name in FAULTS}
         self.server = _QuietServer(("127.0.0.1", 0), self._handler())
@@ -94,6 +96,18 @@ class FaultyEndpoint:
                 self.faults[fault] += 1
             self.arrivals.append((time.monotonic(), fault))
             return fault
+
+    @contextlib.contextmanager
+    def forwarding(self, counted: bool):
+        """Counts a completion request in flight to the upstream (``in_flight``, ``max_in_flight``)."""
+        with self.lock:
+            self.in_flight += counted
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.in_flight -= counted
 
     def _drawn(self) -> str | None:
         x, edge = self.random.random(), 0.0
@@ -132,7 +146,8 @@ class FaultyEndpoint:
                     time.sleep(proxy.stall_seconds)
                     self.close_connection = True
                     return
-                self._forward(body, broken_output=fault == "bad_json_output", truncate=fault == "truncated")
+                with proxy.forwarding(self.path.endswith("completions")):
+                    self._forward(body, broken_output=fault == "bad_json_output", truncate=fault == "truncated")
 
             def _forward(self, body: bytes, broken_output: bool = False, truncate: bool = False):
                 path = self.path[len("/v1"):] if self.path.startswith("/v1") else self.path
