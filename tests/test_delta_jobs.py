@@ -38,7 +38,7 @@ def test_summarize_slice_on_the_delta_rs_fallback_matches_the_native_run(spark, 
 def test_summarize_into_a_catalog_schema_makes_one_managed_table_per_level(spark, settings, small_play, small_run, tmp_path):
     result = summarize_play(str(small_play), str(tmp_path / "files"), spark, _cached(settings, small_run),
                             output_schema="apwa_test_runs")
-    tables = {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_runs")}
+    tables = {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_runs") if not t.isTemporary}
     assert tables == {**{level.table: "MANAGED" for level in result.levels}, "result": "MANAGED", DEAD_LETTER: "MANAGED"}
     for level in result.levels:
         assert level.path == f"apwa_test_runs.`{level.table}`"
@@ -57,4 +57,4 @@ def test_job_output_schema_flag_writes_the_result_as_a_managed_table(spark, sett
     assert code == 0
     [row] = spark.table("apwa_test_cli.result").collect()
     assert "[EMAIL]" in row.redacted
-    assert {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_cli")} == {"result": "MANAGED"}
+    assert {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_cli") if not t.isTemporary} == {"result": "MANAGED"}

@@ -25,9 +25,12 @@ REVIEWS = ["Lovely food, friendly staff.", "Cold soup and a rude waiter.", "Best
 
 
 def _arrive(folder: Path, n: int) -> None:
-    """File n of three: three reviews as JSON lines."""
+    """File n of three: three reviews as JSON lines, modified n minutes after the first (a file
+    stream takes files in modification order, one per micro-batch here)."""
     rows = [{"id": 3 * n + i, "text": REVIEWS[3 * n + i]} for i in range(3)]
-    (folder / f"batch{n}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = folder / f"batch{n}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.utime(path, (1_700_000_000 + 60 * n, 1_700_000_000 + 60 * n))
 
 
 def _stream_job(folder: Path, out: Path, plan: Path, proxy, registry: Path, crash: str | None) -> subprocess.CompletedProcess:

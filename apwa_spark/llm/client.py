@@ -30,6 +30,7 @@ every batch (:func:`worker_loop`).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -448,7 +449,19 @@ def worker_loop() -> asyncio.AbstractEventLoop:
             thread = threading.Thread(target=loop.run_forever, name="apwa-llm-loop", daemon=True)
             thread.start()
             _WORKER.update(loop=loop, thread=thread, pid=os.getpid(), clients={})
+            atexit.register(_close_worker_clients, loop)
         return _WORKER["loop"]
+
+
+def _close_worker_clients(loop: asyncio.AbstractEventLoop) -> None:
+    """At interpreter exit: close the worker loop's openai clients (their connection pools)."""
+    async def close_all() -> None:
+        await asyncio.gather(*(c.close() for c in _WORKER["clients"].values()), return_exceptions=True)
+        _WORKER["clients"].clear()
+
+    if loop.is_running() and _WORKER["loop"] is loop:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_all(), loop).result(timeout=5)
 
 
 def _worker_client(settings: Settings, limiter: RateLimiter) -> openai.AsyncOpenAI:
