@@ -135,21 +135,30 @@ def _summarize(args) -> int:
 
     resolve_plays(args.play)  # an unknown play fails before Spark starts
     if args.show_plan:
-        from apwa_spark.summarize import summarize_plan
-
-        settings = Settings.load(overrides=parse_conf(args.conf), conf_file=args.conf_file)
-        print(summarize_plan(args.play, settings, args.max_scenes).to_yaml())
-        return 0
+        return show_summarize_plan(args)
+    if not args.output and not args.dry_run:
+        raise ValueError("the summarize job needs --output (a folder or URI for its Delta tables)")
     from apwa_spark.session import get_session
 
     spark = get_session(master=args.master)
     return run_summarize(spark, args)
 
 
+def show_summarize_plan(args, spark=None) -> int:
+    """``--show-plan``: print the summarize job's plan (YAML) for ``args``; nothing runs."""
+    from apwa_spark.summarize import summarize_plan
+
+    settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
+    print(summarize_plan(args.play, settings, args.max_scenes).to_yaml())
+    return 0
+
+
 def run_summarize(spark, args) -> int:
     """Run the summarize job for parsed ``args`` and print its report (used by the CLI and spark-submit)."""
     from apwa_spark.summarize import summarize_plays
 
+    if args.show_plan:
+        return show_summarize_plan(args, spark)
     spark.sparkContext.setLogLevel("WARN")
     settings = Settings.load(spark, overrides=parse_conf(args.conf), conf_file=args.conf_file)
     if getattr(args, "dry_run", False):
