@@ -85,9 +85,7 @@ def add_summarize_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-scenes", type=_positive_int, metavar="N", help="summarize only the first N scenes of each play")
     parser.add_argument("--show-plan", action="store_true",
                         help="print the job's plan (YAML; `apwa-spark run --plan FILE --output DIR` runs it) and stop")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan, Spark's physical plan and the estimate (LLM calls, tokens, cost at "
-                             "spark.apwa.price.*), as `apwa-spark explain` does, and stop: no LLM call, nothing written")
+    parser.add_argument("--dry-run", action="store_true", help=jobs.DRY_RUN_HELP)
 
 
 def _positive_int(text: str) -> int:

@@ -49,11 +49,17 @@ def read_input(spark: SparkSession, source: str | Path) -> DataFrame:
     if suffix in (".jsonl", ".json"):
         return spark.read.json(uri)
     if has(*(f"*{s}" for s in TEXT_SUFFIXES)):
-        glob = "*.{" + ",".join(s.lstrip(".") for s in TEXT_SUFFIXES) + "}"
-        files = spark.read.option("pathGlobFilter", glob).text(uri, wholetext=True)
-        return files.select(F.col("_metadata.file_path").alias("path"), F.col("value").alias("text")).orderBy("path")
+        return text_files(spark.read, uri).orderBy("path")
     raise ValueError(f"cannot tell the format of {source}: use a catalog table, a Delta table, .parquet, .csv, .jsonl "
                      "or a folder of .txt/.md files")
+
+
+def text_files(reader, uri: str) -> DataFrame:
+    """The ``.txt``/``.md`` files of the folder ``uri``, one row each: ``path`` (the file's URI) and
+    ``text``; ``reader`` is ``spark.read`` or ``spark.readStream`` (a stream of new files)."""
+    glob = "*.{" + ",".join(s.lstrip(".") for s in TEXT_SUFFIXES) + "}"
+    files = reader.option("pathGlobFilter", glob).option("wholetext", True).text(uri)
+    return files.select(F.col("_metadata.file_path").alias("path"), F.col("value").alias("text"))
 
 
 def source_of(spark: SparkSession, source: str | Path) -> str:

@@ -24,6 +24,8 @@ from apwa_spark.tools import DEFAULT_ENTITIES
 
 INPUT_HELP = "catalog table, Delta table, .parquet, .csv, .jsonl, or a folder of .txt/.md files (path or URI)"
 OUTPUT_HELP = "folder (path or URI, e.g. s3a://bucket/runs/x) for the run's Delta tables and response cache"
+DRY_RUN_HELP = ("print the plan, Spark's physical plan and the estimate (LLM calls, tokens, cost at spark.apwa.price.*), "
+                "as `apwa-spark explain` does, and stop: no LLM call, nothing written")
 SCHEMA_HELP = "catalog schema (e.g. main.apwa_runs): each table becomes a managed Delta table there"
 
 
@@ -43,9 +45,7 @@ def add_plan_input_args(parser: argparse.ArgumentParser, what: str, input_requir
     parser.add_argument("--key", metavar="COLUMN",
                         help="the input column identifying a row in the dead letter (default: id or path when the input "
                              "has one, else an added row_key column: a hash of the row)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the plan, Spark's physical plan and the estimate (LLM calls, tokens, cost at "
-                             "spark.apwa.price.*), as `apwa-spark explain` does, and stop: no LLM call, nothing written")
+    parser.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
 
 
 #: Exit code of a command whose LLM endpoint failed its preflight (unreachable, key rejected, model

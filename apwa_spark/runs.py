@@ -84,6 +84,7 @@ class TableStats:
             with status ``error`` / ``unevaluated``.
         seconds: wall time of its write (its lazy steps included), seconds.
         input_files: the files of the table it was computed from, when it read one.
+        columns: its column names.
     """
 
     table: str
@@ -98,6 +99,7 @@ class TableStats:
     cache_hits: int = 0
     input_files: list[str] = field(default_factory=list)
     unevaluated: int = 0
+    columns: list[str] = field(default_factory=list)
 
 
 def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
@@ -109,7 +111,8 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     seconds = time.monotonic() - started
     table = store.read(name)
     stats = TableStats(table=name, path=store.location(name), seconds=seconds,
-                       input_files=source.inputFiles() if source is not None else [], **_totals(table))
+                       input_files=source.inputFiles() if source is not None else [], columns=table.columns,
+                       **_totals(table))
     tables.append(stats)
     print(f"[apwa] {name}: {stats.rows} rows, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
           f"{stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s", flush=True)
@@ -337,7 +340,7 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
         error class ──► failed rows.
     """
     result = store.read("result")
-    nodes = [t for t in tables if "node_id" in store.read(t.table).columns]
+    nodes = [t for t in tables if "node_id" in t.columns]
     steps = [name for name, _ in plan.named_steps()]
     in_nodes = {name for name, step in plan.named_steps() if step.cardinality.value == "many-to-one"} if nodes else set()
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]

@@ -27,12 +27,11 @@ import time
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from apwa_spark import storage
 from apwa_spark.config import Settings
 from apwa_spark.delta import TableStore
-from apwa_spark.inputs import TEXT_SUFFIXES
+from apwa_spark.inputs import TEXT_SUFFIXES, text_files
 from apwa_spark.plan.compiler import compile_plan
 from apwa_spark.plan.ir import Plan
 from apwa_spark.plan.step import Cardinality, PlanError, RunContext
@@ -160,9 +159,7 @@ def read_stream(spark: SparkSession, source: str, max_files_per_trigger: int | N
     reader = spark.readStream.option("maxFilesPerTrigger", max_files_per_trigger) if max_files_per_trigger else spark.readStream
     fmt = _folder_format(spark, uri)
     if fmt == "text":
-        glob = "*.{" + ",".join(s.lstrip(".") for s in TEXT_SUFFIXES) + "}"
-        files = reader.option("pathGlobFilter", glob).option("wholetext", True).text(uri)
-        return files.select(F.col("_metadata.file_path").alias("path"), F.col("value").alias("text"))
+        return text_files(reader, uri)
     options = {"header": True, "multiLine": True, "escape": '"'} if fmt == "csv" else {}
     schema = spark.read.options(**options).format(fmt).load(uri).schema  # the files already there
     return reader.schema(schema).options(**options).format(fmt).load(uri)
