@@ -58,7 +58,7 @@ def text_files(reader, uri: str) -> DataFrame:
     """The ``.txt``/``.md`` files of the folder ``uri``, one row each: ``path`` (the file's URI) and
     ``text``; ``reader`` is ``spark.read`` or ``spark.readStream`` (a stream of new files)."""
     glob = "*.{" + ",".join(s.lstrip(".") for s in TEXT_SUFFIXES) + "}"
-    files = reader.option("pathGlobFilter", glob).option("wholetext", True).text(uri)
+    files = reader.option("pathGlobFilter", glob).text(uri, wholetext=True)  # text() resets an option("wholetext")
     return files.select(F.col("_metadata.file_path").alias("path"), F.col("value").alias("text"))
 
 

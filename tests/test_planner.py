@@ -162,7 +162,9 @@ def inputs(tmp_path_factory):
 def test_every_input_format_reads(spark, inputs, tmp_path):
     assert read_input(spark, inputs / "r.jsonl").count() == 3
     assert read_input(spark, inputs / "r.csv").columns == ["id", "text"]
-    assert read_input(spark, inputs / "docs").columns == ["path", "text"]
+    docs = read_input(spark, inputs / "docs")
+    assert docs.columns == ["path", "text"]
+    assert [r.text for r in docs.collect()] == ["# A\nfirst document", "second document"]  # one row per file
     read_input(spark, inputs / "r.jsonl").write.parquet(str(tmp_path / "p"))
     assert read_input(spark, tmp_path / "p").count() == 3
     with pytest.raises(FileNotFoundError):
