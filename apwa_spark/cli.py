@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("query", nargs="?", default="")
     explain.add_argument("--input", help="the input (not needed by a plan that reads its own, such as the summarize job's)")
     explain.add_argument("--plan", help="a plan file (YAML or JSON)")
+    explain.add_argument("--output", help="the output folder or URI a run would write: answers already in its response "
+                                          "cache are counted as free calls")
     add_common_args(explain)
 
     sub.add_parser("plays", help="list the plays the summarize job can read")
@@ -163,7 +165,7 @@ def run_summarize(spark, args) -> int:
         from apwa_spark.plan.explain import explain
         from apwa_spark.summarize import summarize_plan
 
-        print(explain(spark.range(0), summarize_plan(args.play, settings, args.max_scenes), settings))
+        print(explain(spark.range(0), summarize_plan(args.play, settings, args.max_scenes), settings, args.output))
         return 0
     if not args.output:
         raise ValueError("the summarize job needs --output (a folder or URI for its Delta tables)")
@@ -271,7 +273,7 @@ def _explain(args) -> int:
     from apwa_spark.plan.explain import explain
 
     spark, df, settings = _input_session(args)
-    print(explain(df if df is not None else spark.range(0), load_plan(args, df, settings), settings))
+    print(explain(df if df is not None else spark.range(0), load_plan(args, df, settings), settings, args.output))
     return 0
 
 

@@ -151,13 +151,25 @@ class BudgetSettings(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True, frozen=True)
 
-    max_calls: int | None = Field(None, alias="maxCalls", ge=1, description="LLM requests per job, retries included")
+    max_calls: int | None = Field(None, alias="maxCalls", ge=0, description="LLM requests per job, retries included "
+                                                                      "(0: answers from the response cache only)")
     max_tokens: int | None = Field(None, alias="maxTokens", ge=1, description="prompt + completion tokens per job")
     max_cost: float | None = Field(None, alias="maxCost", gt=0, description="money per job at spark.apwa.price.* (which must be set)")
 
     @property
     def enabled(self) -> bool:
         return any(v is not None for v in (self.max_calls, self.max_tokens, self.max_cost))
+
+
+class EstimateSettings(BaseModel):
+    """The measured estimate of ``explain`` and ``--dry-run`` (``spark.apwa.estimate.*``;
+    :mod:`apwa_spark.plan.estimate`)."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    sample_rows: int = Field(2000, alias="sampleRows", ge=1,
+                             description="input rows the estimate runs the plan over (no LLM call; its counts are "
+                                         "scaled to the whole input)")
 
 
 class PlannerSettings(BaseModel):
@@ -185,6 +197,7 @@ class Settings(BaseModel):
     delta: DeltaSettings = DeltaSettings()
     price: PriceSettings = PriceSettings()
     budget: BudgetSettings = BudgetSettings()
+    estimate: EstimateSettings = EstimateSettings()
     planner: PlannerSettings = PlannerSettings()
 
     @classmethod
@@ -323,7 +336,7 @@ def _read_key_file(path: str) -> str:
 GROUPS: dict[str, type[BaseModel]] = {
     "llm": LLMSettings, "embedded": EmbeddedSettings, "summarize": SummarizeSettings, "cache": CacheSettings,
     "run": RunSettings, "sql": SqlSettings, "delta": DeltaSettings, "price": PriceSettings,
-    "budget": BudgetSettings, "planner": PlannerSettings,
+    "budget": BudgetSettings, "estimate": EstimateSettings, "planner": PlannerSettings,
 }
 
 

@@ -240,7 +240,8 @@ def _run_plan(spark: SparkSession, args, plan, kind: str, settings: Settings | N
     if getattr(args, "dry_run", False):
         from apwa_spark.plan.explain import explain
 
-        print(explain(df if df is not None else spark.range(0), plan, settings or job_settings(spark, args)))
+        print(explain(df if df is not None else spark.range(0), plan, settings or job_settings(spark, args),
+                      getattr(args, "output", None)))
         return 0
     result = execute_plan(spark, df, plan, args.output, settings or job_settings(spark, args), output_schema=args.output_schema,
                           source=source_of(spark, args.input) if args.input else None, key=args.key, kind=kind).result

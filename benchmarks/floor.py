@@ -30,7 +30,7 @@ from apwa_spark.hierarchy import Child
 from apwa_spark.llm.client import LLMClient
 from apwa_spark.llm.endpoints import client_options, preflight, prompt_style
 from apwa_spark.llm.prompts import Task, render_chat, render_completion
-from apwa_spark.plan.explain import estimate
+from apwa_spark.plan.estimate import estimate
 from apwa_spark.plan.udf import agent_prompts
 from apwa_spark.plays import parse_play, resolve_play
 from apwa_spark.steps.reduce import numbered, text_column

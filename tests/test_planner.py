@@ -205,10 +205,10 @@ def test_dry_run_prints_the_estimate_with_money_and_writes_nothing(endpoint, inp
     rows = {cells[0]: cells for line in out.stdout.splitlines() if line.startswith("| classify0 |") or line.startswith("| total |")
             for cells in [[c.strip() for c in line.strip().strip("|").split("|")]]}
     step, total = rows["classify0"], rows["total"]
-    calls, prompt, completion = int(step[2]), int(step[3]), int(step[4])
-    assert calls == 2 and prompt > 0 and completion > 0  # two rows, one call each
+    calls, cached, prompt, completion = int(step[2]), int(step[3]), int(step[4]), int(step[5])
+    assert calls == 2 and cached == 0 and prompt > 0 and completion > 0  # two rows, one call each, no cache yet
     assert step[-1] == total[-1] == f"{(prompt * 2.5 + completion * 10) / 1e6:.4f} EUR"
-    assert total[2:5] == step[2:5] and "2.5 in, 10 out" in total[6]
+    assert total[2:6] == step[2:6] and "2.5 in, 10 out" in total[7]
 
 
 def test_plan_file_from_a_newer_ir_version_is_refused(inputs, tmp_path):

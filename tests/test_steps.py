@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from apwa_spark.plan.compiler import compile_plan
-from apwa_spark.plan.explain import estimate
+from apwa_spark.plan.estimate import estimate
 from apwa_spark.plan.ir import Plan, PlanError
 from apwa_spark.plan.step import Cardinality, RunContext, StepConfig, step_kinds
 from apwa_spark.runs import JobContext

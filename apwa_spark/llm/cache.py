@@ -48,6 +48,12 @@ class ResponseCache:
     def __repr__(self) -> str:
         return f"ResponseCache({self.path!r})"
 
+    def exists(self) -> bool:
+        """True once the table has been written."""
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.path, storage_options=self._options)
+
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         """key ──► cached row (``text``, ``prompt_tokens``, ``completion_tokens``) for the keys present.
 
@@ -57,7 +63,7 @@ class ResponseCache:
         from deltalake import DeltaTable
 
         keys = list(set(keys))
-        if not keys or not DeltaTable.is_deltatable(self.path, storage_options=self._options):
+        if not keys or not self.exists():
             return {}
         table = DeltaTable(self.path, storage_options=self._options).to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
         found: dict[str, dict] = {}

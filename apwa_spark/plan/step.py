@@ -187,11 +187,14 @@ class RunContext:
 @dataclass(frozen=True)
 class InputStats:
     """What an estimate knows of the rows entering a step: ``rows``, the total characters per column,
-    and, where a step before knows them, the number of groups per tuple of group keys."""
+    where a step before knows them the number of groups per tuple of group keys, and, where the
+    estimate ran the steps before over the whole input (:mod:`apwa_spark.plan.estimate`), those
+    rows themselves (``frame``: a step may measure its groups on it)."""
 
     rows: int
     chars: dict[str, int]
     groups: dict[tuple[str, ...], int] = field(default_factory=dict)
+    frame: "DataFrame | None" = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,7 @@ class Estimate:
     chars_out: dict[str, int] = field(default_factory=dict)
     assumption: str = ""
     groups: dict[tuple[str, ...], int] = field(default_factory=dict)  #: groups per key tuple, where the step knows them
+    cached_calls: int = 0  #: calls the response cache answers (free; the measured estimate)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
-from apwa_spark.hierarchy import USABLE, Child, ReduceDidNotConverge, reduce_groups, run_rounds
+from apwa_spark.hierarchy import MAX_ROUNDS, USABLE, Child, ReduceDidNotConverge, pack_children, reduce_groups, run_rounds
 from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
 from apwa_spark.plan.step import (CHARS_PER_TOKEN, Cardinality, Estimate, InputStats, PlanError, PlannerSpec,
@@ -290,30 +290,72 @@ def _node(group: pd.DataFrame, members: list[int], c: Completion, failed_inputs:
 
 
 def estimate_reduce(step: ReduceStep, stats: InputStats) -> Estimate:
-    """Per level, rounds until one row per group: each group's children (``rows / groups`` of them,
-    the groups known from a step before, else assumed one per row for keyed levels and one for the
-    whole table) packed into ``token_budget``-token calls of at least two children; the text's
-    tokens at :data:`CHARS_PER_TOKEN` characters a token, each answer at most ``max_tokens``."""
+    """Per level, the engine's own packing (:func:`~apwa_spark.hierarchy.pack_children`) simulated
+    round by round until one row per group: a batch of two or more children is one call, a batch of
+    one passes up free. Children's sizes: the leaves' average tokens (their text's characters at
+    :data:`CHARS_PER_TOKEN` characters a token), then ``max_tokens`` per answer (an upper bound).
+
+    Group sizes are measured where the estimate ran the steps before (``stats.frame``: leaves per
+    group at the first level, groups of the level below per group above it); else each level's
+    groups are taken from a step before (``stats.groups``, e.g. ``read_plays``) and assumed of equal
+    size, or, unknown, one row each for a keyed level and one group for the whole table."""
     chars = sum(stats.chars.get(c, 0) for c in placeholders(step.template) if c not in step.keys())
-    nodes, tokens_each = max(stats.rows, 1), chars / CHARS_PER_TOKEN / max(stats.rows, 1)
+    leaf_tokens = chars / CHARS_PER_TOKEN / max(stats.rows, 1)
+    levels = step.levels or [Level(name="reduce", group_by=step.group_by)]
+    sizes = _measured_sizes(stats.frame, levels) if stats.frame is not None else _assumed_sizes(stats, levels)
     calls = prompt = 0
-    guessed = []
-    for level in step.levels or [Level(name="reduce", group_by=step.group_by)]:
-        key = tuple(level.group_by)
-        if key not in stats.groups and key:
-            guessed.append(level.name)
-        groups = min(nodes, stats.groups.get(key, 1 if not key else nodes))
-        per_group = nodes / groups
-        while per_group > 1:
-            batches = min(max(1, -(-int(per_group * tokens_each) // step.token_budget)), max(1, int(per_group // 2)))
-            calls += groups * batches
-            prompt += int(groups * per_group * tokens_each)
-            per_group, tokens_each = batches, step.max_tokens
-        nodes = groups
-    assumption = (f"{CHARS_PER_TOKEN:g} characters per token; answers of max_tokens; groups of equal size"
-                  + (f"; groups of {', '.join(guessed)} unknown: assumed one row each" if guessed else ""))
+    tokens = leaf_tokens
+    for level_sizes in sizes:
+        level_calls, level_prompt = _simulate(level_sizes, tokens, step.token_budget, step.max_tokens)
+        calls, prompt = calls + level_calls, prompt + level_prompt + level_calls * len(step.template) // int(CHARS_PER_TOKEN)
+        tokens = step.max_tokens
+    nodes = len(sizes[-1]) if sizes else 0
+    guessed = [lv.name for lv in levels if lv.group_by and tuple(lv.group_by) not in stats.groups]
+    basis = ("group sizes measured" if stats.frame is not None
+             else "groups of equal size" + (f"; groups of {', '.join(guessed)} unknown: assumed one row each" if guessed else ""))
     return Estimate(calls, prompt, calls * step.max_tokens, rows_out=nodes,
-                    chars_out={step.output: int(nodes * step.max_tokens * CHARS_PER_TOKEN)}, assumption=assumption)
+                    chars_out={step.output: int(nodes * step.max_tokens * CHARS_PER_TOKEN)},
+                    assumption=f"{CHARS_PER_TOKEN:g} characters per token; answers of max_tokens; {basis}")
+
+
+def _simulate(sizes: list[int], child_tokens: float, budget: int, answer_tokens: int) -> tuple[int, int]:
+    """(calls, prompt tokens) of one level: each group of ``sizes[i]`` children packed round after
+    round as the engine packs them, children of ``child_tokens`` tokens, answers of ``answer_tokens``."""
+    calls = prompt = 0
+    for n in sizes:
+        tokens = child_tokens
+        for _ in range(MAX_ROUNDS):
+            if n <= 1:
+                break
+            batches = pack_children([int(tokens)] * n, budget)
+            called = [b for b in batches if len(b) > 1]
+            calls += len(called)
+            prompt += int(sum(len(b) for b in called) * (tokens + 2))
+            n, tokens = len(batches), answer_tokens
+    return calls, prompt
+
+
+def _measured_sizes(frame: DataFrame, levels: list[Level]) -> list[list[int]]:
+    """Children per group, level by level: the rows of each first-level group, then, for each higher
+    level, how many groups of the level below each of its groups holds (one Spark aggregate each)."""
+    sizes, below = [], None
+    for level in levels:
+        rows = frame.select(*(below or [])).distinct() if below is not None else frame
+        counts = rows.groupBy(*level.group_by).count() if level.group_by else rows.groupBy().count()
+        sizes.append([r["count"] for r in counts.collect()])
+        below = level.group_by
+    return sizes
+
+
+def _assumed_sizes(stats: InputStats, levels: list[Level]) -> list[list[int]]:
+    """Children per group, level by level, from the group counts a step before knows (equal sizes)."""
+    sizes, nodes = [], max(stats.rows, 1)
+    for level in levels:
+        key = tuple(level.group_by)
+        groups = min(nodes, stats.groups.get(key, 1 if not key else nodes))
+        sizes.append([round(nodes / groups)] * groups)
+        nodes = groups
+    return sizes
 
 
 def named_keys(ctx: PlanningContext) -> list[str]:
