@@ -3,7 +3,8 @@ run, for the Romeo and Juliet summarize job and three plans of two steps over re
 
 For each case: the estimate's calls, prompt tokens and completion tokens per step (from
 :func:`apwa_spark.plan.estimate.measured_estimate` on an empty output: nothing cached), the run's
-actual figures per step (the ``<step>_meta`` sums of its result; for the summarize job its tables),
+actual figures per step (the ``<step>_meta`` sums of its result, a filter's from the run's totals:
+:func:`actual_steps`; for the summarize job its tables),
 their difference in percent, and whether calls and prompt tokens fall within ±25 %. Completion
 tokens are estimated as ``max_tokens`` per call, an upper bound. Then the estimate once more on the
 run's output: every answer is in the response cache, so it should show 0 calls. Writes
@@ -32,6 +33,7 @@ from apwa_spark.plan.ir import Plan  # noqa: E402
 from apwa_spark.plan.run import execute_plan  # noqa: E402
 from apwa_spark.session import get_session  # noqa: E402
 from apwa_spark.summarize import summarize_plan  # noqa: E402
+from apwa_spark.testing.faulty_endpoint import FaultyEndpoint  # noqa: E402
 
 KEYS = ("llm_calls", "prompt_tokens", "completion_tokens")
 PLANS = {
@@ -47,7 +49,7 @@ PLANS = {
     output_schema: {type: object, properties: {name: {type: string}, phone: {type: string}}, required: [name, phone]}
 """),
     "docstrings: map ──► classify": ("modules", """steps:
-  - {kind: map, template: 'Say in one sentence what this Python module does: {text}', output: purpose, max_tokens: 40}
+  - {kind: map, template: "Summarize this documentation in one sentence.\n\n{text}\n\nSummary:", output: purpose, max_tokens: 40}
   - {kind: classify, template: 'Module purpose: {purpose}', labels: [text, data, network, system, other], output: area}
 """),
 }
@@ -59,18 +61,33 @@ def estimated(spark, df, plan: Plan, settings, output: str) -> dict[str, dict]:
         return {r["step"]: r for r in measured_estimate(df, plan, run)}
 
 
-def actual_steps(result, plan: Plan) -> dict[str, dict]:
-    """Step ──► its calls and tokens in the result (sums of ``<step>_meta``)."""
+def actual_steps(result, plan: Plan, requests: int, output: str) -> dict[str, dict]:
+    """Step ──► its calls and tokens: sums of ``<step>_meta`` in the result, except for a filter,
+    whose dropped rows are not in the result: its figures are the run's totals less the other
+    steps' (calls: the requests the counting proxy forwarded; tokens: the response cache's rows, one
+    per answered call, plus the error rows' counts)."""
+    from deltalake import DeltaTable
     from pyspark.sql import functions as F
 
-    out = {}
+    from apwa_spark.plan.step import Cardinality
+    from apwa_spark.runs import CACHE
+
+    out, errors = {}, {k: 0 for k in KEYS}
     for name, step in plan.named_steps():
         meta = f"{name}_meta"
         if meta not in result.columns:
             out[name] = {k: 0 for k in KEYS}
             continue
-        row = result.agg(*[F.coalesce(F.sum(f"{meta}.{k}"), F.lit(0)).alias(k) for k in KEYS]).first()
-        out[name] = row.asDict()
+        sums = [F.coalesce(F.sum(f"{meta}.{k}"), F.lit(0)).alias(k) for k in KEYS]
+        out[name] = result.agg(*sums).first().asDict()
+        failed = result.filter(F.col(f"{meta}.status") != "ok").agg(*sums).first().asDict()
+        errors = {k: errors[k] + failed[k] for k in KEYS}
+    cache = DeltaTable(f"{output}/{CACHE}").to_pandas()
+    total = {"llm_calls": requests, "prompt_tokens": int(cache["prompt_tokens"].sum()) + errors["prompt_tokens"],
+             "completion_tokens": int(cache["completion_tokens"].sum()) + errors["completion_tokens"]}
+    for name, step in plan.named_steps():
+        if step.cardinality is Cardinality.SELECTION:
+            out[name] = {k: total[k] - sum(v[k] for n, v in out.items() if n != name) for k in KEYS}
     return out
 
 
@@ -95,16 +112,18 @@ def pct(estimate: float, actual: float) -> float | None:
 def run_case(spark, case: str, df, plan: Plan, settings, summarize: bool) -> dict:
     output = tempfile.mkdtemp(prefix="apwa-bench-estimate-")
     est = estimated(spark, df, plan, settings, output)
-    start = time.perf_counter()
-    run = execute_plan(spark, None if summarize else df, plan, output, settings)
-    seconds = time.perf_counter() - start
+    with FaultyEndpoint(settings.llm.base_url) as proxy:  # forwards everything; counts completion requests
+        start = time.perf_counter()
+        run = execute_plan(spark, None if summarize else df, plan, output,
+                           settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url}))
+        seconds = time.perf_counter() - start
     if summarize:
         tables = {t.table: t for t in run.tables}
         act = {"scenes": {k: 0 for k in KEYS}, "chunks": {k: 0 for k in KEYS},
                "chunk": {k: getattr(tables["chunk"], k) for k in KEYS},
                "summaries": {k: sum(getattr(t, k) for n, t in tables.items() if n not in ("chunks", "chunk")) for k in KEYS}}
     else:
-        act = actual_steps(run.result, plan)
+        act = actual_steps(run.result, plan, proxy.requests, output)
     again = estimated(spark, df, plan, settings, output)
     row = compare(case, est, act, seconds, again)
     print(f"{case}: estimate {row['total']} diff {row['difference_pct']} after run {row['estimate_after_run_calls']} calls",
