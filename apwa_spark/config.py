@@ -170,6 +170,11 @@ class EstimateSettings(BaseModel):
     sample_rows: int = Field(2000, alias="sampleRows", ge=1,
                              description="input rows the estimate runs the plan over (no LLM call; its counts are "
                                          "scaled to the whole input)")
+    sample_calls: int = Field(0, alias="sampleCalls", ge=0,
+                              description="real LLM calls the estimate may spend per LLM step, on the first rows the "
+                                          "executors reach, to measure answer lengths, failures and a filter's "
+                                          "selectivity; their answers go to the response cache, so a run pays for them "
+                                          "once (needs --output or spark.apwa.cache.path); 0: spend nothing")
 
 
 class PlannerSettings(BaseModel):

@@ -6,11 +6,12 @@ For each case: the estimate's calls, prompt tokens and completion tokens per ste
 actual figures per step (the ``<step>_meta`` sums of its result, a filter's from the run's totals:
 :func:`actual_steps`; for the summarize job its tables),
 their difference in percent, and whether calls and prompt tokens fall within ±25 %. Completion
-tokens are estimated as ``max_tokens`` per call, an upper bound. Then the estimate once more on the
+tokens are estimated as ``max_tokens`` per call, an upper bound, unless ``--sample-calls N`` lets the
+estimate spend N real calls per LLM step (``spark.apwa.estimate.sampleCalls``). Then the estimate once more on the
 run's output: every answer is in the response cache, so it should show 0 calls. Writes
 ``results/estimate.{json,md}``.
 
-    python benchmarks/estimate.py [--base-url URL] [--scenes N]
+    python benchmarks/estimate.py [--base-url URL] [--scenes N] [--sample-calls N]
 """
 
 from __future__ import annotations
@@ -61,16 +62,26 @@ def estimated(spark, df, plan: Plan, settings, output: str) -> dict[str, dict]:
         return {r["step"]: r for r in measured_estimate(df, plan, run)}
 
 
-def actual_steps(result, plan: Plan, requests: int, output: str) -> dict[str, dict]:
+def cache_tokens(output: str) -> dict[str, int]:
+    """Prompt and completion tokens of the answers in ``output``'s response cache (0 without one)."""
+    from deltalake import DeltaTable
+
+    from apwa_spark.runs import CACHE
+
+    if not DeltaTable.is_deltatable(f"{output}/{CACHE}"):
+        return {"prompt_tokens": 0, "completion_tokens": 0}
+    cache = DeltaTable(f"{output}/{CACHE}").to_pandas()
+    return {k: int(cache[k].sum()) for k in ("prompt_tokens", "completion_tokens")}
+
+
+def actual_steps(result, plan: Plan, requests: int, output: str, cached_before: dict[str, int]) -> dict[str, dict]:
     """Step ──► its calls and tokens: sums of ``<step>_meta`` in the result, except for a filter,
     whose dropped rows are not in the result: its figures are the run's totals less the other
-    steps' (calls: the requests the counting proxy forwarded; tokens: the response cache's rows, one
-    per answered call, plus the error rows' counts)."""
-    from deltalake import DeltaTable
+    steps' (calls: the requests the counting proxy forwarded; tokens: the response cache's rows the
+    run added, one per answered call, plus the error rows' counts)."""
     from pyspark.sql import functions as F
 
     from apwa_spark.plan.step import Cardinality
-    from apwa_spark.runs import CACHE
 
     out, errors = {}, {k: 0 for k in KEYS}
     for name, step in plan.named_steps():
@@ -82,9 +93,8 @@ def actual_steps(result, plan: Plan, requests: int, output: str) -> dict[str, di
         out[name] = result.agg(*sums).first().asDict()
         failed = result.filter(F.col(f"{meta}.status") != "ok").agg(*sums).first().asDict()
         errors = {k: errors[k] + failed[k] for k in KEYS}
-    cache = DeltaTable(f"{output}/{CACHE}").to_pandas()
-    total = {"llm_calls": requests, "prompt_tokens": int(cache["prompt_tokens"].sum()) + errors["prompt_tokens"],
-             "completion_tokens": int(cache["completion_tokens"].sum()) + errors["completion_tokens"]}
+    cache = cache_tokens(output)
+    total = {"llm_calls": requests, **{k: cache[k] - cached_before[k] + errors[k] for k in ("prompt_tokens", "completion_tokens")}}
     for name, step in plan.named_steps():
         if step.cardinality is Cardinality.SELECTION:
             out[name] = {k: total[k] - sum(v[k] for n, v in out.items() if n != name) for k in KEYS}
@@ -112,6 +122,7 @@ def pct(estimate: float, actual: float) -> float | None:
 def run_case(spark, case: str, df, plan: Plan, settings, summarize: bool) -> dict:
     output = tempfile.mkdtemp(prefix="apwa-bench-estimate-")
     est = estimated(spark, df, plan, settings, output)
+    cached_before = cache_tokens(output)  # the estimate's own sample calls (sampleCalls), if any
     with FaultyEndpoint(settings.llm.base_url) as proxy:  # forwards everything; counts completion requests
         start = time.perf_counter()
         run = execute_plan(spark, None if summarize else df, plan, output,
@@ -123,7 +134,7 @@ def run_case(spark, case: str, df, plan: Plan, settings, summarize: bool) -> dic
                "chunk": {k: getattr(tables["chunk"], k) for k in KEYS},
                "summaries": {k: sum(getattr(t, k) for n, t in tables.items() if n not in ("chunks", "chunk")) for k in KEYS}}
     else:
-        act = actual_steps(run.result, plan, proxy.requests, output)
+        act = actual_steps(run.result, plan, proxy.requests, output, cached_before)
     again = estimated(spark, df, plan, settings, output)
     row = compare(case, est, act, seconds, again)
     print(f"{case}: estimate {row['total']} diff {row['difference_pct']} after run {row['estimate_after_run_calls']} calls",
@@ -131,9 +142,13 @@ def run_case(spark, case: str, df, plan: Plan, settings, summarize: bool) -> dic
     return row
 
 
-def markdown(rows: list[dict], settings) -> str:
+def markdown(rows: list[dict], settings, sample_calls: int) -> str:
+    how = (f"with `spark.apwa.estimate.sampleCalls={sample_calls}`: up to {sample_calls} real calls per LLM step, "
+           "whose answers the run then takes from the response cache (so neither side counts them); tokens per call "
+           "from those samples" if sample_calls else
+           "spending nothing; completion tokens are estimated at `max_tokens` per call (an upper bound)")
     lines = ["# Estimate against actual", "", f"Model `{settings.llm.model}`; the measured estimate on an empty output, "
-             "then the run. Completion tokens are estimated at `max_tokens` per call (an upper bound).", "",
+             f"then the run, {how}.", "",
              "| case | step | calls est. | calls actual | prompt tokens est. | actual | completion est. | actual |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -156,19 +171,24 @@ def main() -> None:
     parser.add_argument("--base-url")
     parser.add_argument("--scenes", type=int, default=6, help="scenes of Romeo and Juliet for the chunk ──► map plan")
     parser.add_argument("--play", default="romeo-and-juliet")
+    parser.add_argument("--sample-calls", type=int, default=0,
+                        help="spark.apwa.estimate.sampleCalls: real calls per LLM step the estimate may spend "
+                             "(results/estimate_sampled.*; 0: results/estimate.*)")
     args = parser.parse_args()
     spark = get_session(conf={"spark.ui.showConsoleProgress": "false"})
     spark.sparkContext.setLogLevel("ERROR")
     inputs = {"play": read_play(spark, "romeo-and-juliet").orderBy("ordinal").limit(args.scenes).cache(),
               "pii": pii_table(spark).cache(), "modules": modules_table(spark).cache()}
     rows = []
-    with endpoint_settings(args.base_url) as settings:
+    with endpoint_settings(args.base_url, {"spark.apwa.estimate.sampleCalls": str(args.sample_calls)}) as settings:
         settings = preflight(settings)
         for case, (source, text) in PLANS.items():
             rows.append(run_case(spark, case, inputs[source], Plan.parse(text), settings, summarize=False))
         rows.append(run_case(spark, f"{args.play}: summarize", spark.range(0), summarize_plan([args.play], settings),
                              settings, summarize=True))
-    write_results("estimate", {"machine": machine(), "model": settings.llm.model, "cases": rows}, markdown(rows, settings))
+    name = "estimate_sampled" if args.sample_calls else "estimate"
+    write_results(name, {"machine": machine(), "model": settings.llm.model, "sample_calls": args.sample_calls,
+                         "cases": rows}, markdown(rows, settings, args.sample_calls))
 
 
 if __name__ == "__main__":

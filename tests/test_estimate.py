@@ -80,3 +80,20 @@ def test_summarize_estimate_measures_chunks_and_counts_a_cached_tree_as_free(spa
     assert rerun["chunk"]["calls"] == 0 and rerun["chunk"]["cached"] == chunk_calls
     assert rerun["summaries"]["calls"] == 0 and rerun["summaries"]["cached"] > 0
     assert (output / CACHE).exists()
+
+
+def test_sample_calls_measure_a_filter_and_the_run_does_not_pay_for_them_again(spark, settings, endpoint, tmp_path):
+    df = spark.createDataFrame(REVIEWS, "id long, text string")
+    plan, out = Plan.parse(PLAN), tmp_path / "out"
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url, "spark.apwa.estimate.sampleCalls": "3"})
+        sampled = _table(explain(df, plan, local, str(out)))
+        spent = proxy.requests
+        run = execute_plan(spark, df, plan, str(out), local)
+    filter_meta = run.result.select("filter0_meta.*").toPandas()
+    answered = sampled["filter0"]["cached"]
+    assert 0 < answered <= 3 and spent <= 6  # at most 3 sample calls per LLM step
+    assert sampled["filter0"]["calls"] == 8 - answered and "sample calls" in sampled["filter0"]["assumption"]
+    assert "all rows assumed kept" not in sampled["filter0"]["assumption"]  # the share kept is measured
+    kept_sampled = int(filter_meta["from_cache"].sum())  # the run took the sampled answers it kept from the cache
+    assert kept_sampled <= answered and proxy.requests - spent == int(run.result.selectExpr("sum(map1_meta.llm_calls)").first()[0] or 0) + 8 - answered

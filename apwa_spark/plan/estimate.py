@@ -1,5 +1,5 @@
-"""The estimate of a plan's cost, spending no LLM call: calls, prompt and completion tokens and rows
-per step, for ``explain`` and every job's ``--dry-run``.
+"""The estimate of a plan's cost: calls, prompt and completion tokens and rows per step, for
+``explain`` and every job's ``--dry-run``; it spends no LLM call unless ``sampleCalls`` allows some.
 
 Each step kind's module holds its own estimate (its ``estimate``: the step's calls and tokens from
 the rows and characters entering it). This module chains them, two ways:
@@ -16,11 +16,14 @@ the rows and characters entering it). This module chains them, two ways:
   - an LLM step takes its answers from the response cache (free) and leaves every other row
     ``unevaluated``: its calls and tokens are the static figures for the rows left, and a filter's
     selectivity is the share the cache's answers kept (all rows assumed kept when none);
+  - with ``spark.apwa.estimate.sampleCalls`` N, an LLM step may spend N real calls (their answers
+    cached for the run), which give the tokens per call, failures and a filter's selectivity;
   - a ``reduce`` measures its group sizes on the rows that reach it (input not sampled), then runs
     its rounds under the same budget into ``<output>/_estimate``: the nodes its cache answers cost
     nothing, and a tree answered whole costs 0 calls.
 
-  Only the endpoint's preflight and tokenizer are called; no completion is requested.
+  Only the endpoint's preflight and tokenizer are called, and, with ``sampleCalls``, that many
+  completions per LLM step.
 """
 
 from __future__ import annotations
@@ -79,16 +82,18 @@ def measured_estimate(df: DataFrame, plan: Plan, run: RunContext) -> list[dict]:
             e = _probe_reduce(probed, name, step, run, e) if scale == 1 and run.store is not None else e
             probed = None
         else:
+            static = kind.estimate(step, stats)
             if step.cardinality is Cardinality.SOURCE:
                 probed, scale = _sample(compile_step(probed, name, step, run), sample_rows)
+                measure = Measure.of(probed, None, metas, scale)
             else:
-                probed = carry_unevaluated(compile_step(probed, name, step, run), name).localCheckpoint()
-            meta = f"{name}_meta" if f"{name}_meta" in probed.columns and step.cardinality is not Cardinality.SOURCE else None
-            measure = Measure.of(probed, meta, metas, scale)
-            e, kept = _measured(kind.estimate(step, stats), measure, present, survive, scale,
-                                step.cardinality is Cardinality.SELECTION)
+                with _sampling(run, static.llm_calls) as step_run:
+                    probed = carry_unevaluated(compile_step(probed, name, step, step_run), name).localCheckpoint()
+                    meta = f"{name}_meta" if f"{name}_meta" in probed.columns else None
+                    measure = Measure.of(probed, meta, metas, scale)
+            e, kept = _measured(static, measure, present, survive, scale, step.cardinality is Cardinality.SELECTION)
             present = measure.rows
-            survive, metas = survive * kept, metas + ([meta] if meta else [])
+            survive, metas = survive * kept, metas + [f"{name}_meta"] * (f"{name}_meta" in probed.columns)
             run.writers.update({c: name for c in step.writes()})
         out.append(_row(name, step.kind, e))
         stats = InputStats(rows=e.rows_out, chars=e.chars_out, groups=e.groups or stats.groups)
@@ -124,12 +129,30 @@ def probe_run(spark: SparkSession, settings: Settings, output: str | None) -> It
                                     budget_url=budget.url), store)
 
 
+@contextmanager
+def _sampling(run: RunContext, static_calls: int) -> Iterator[RunContext]:
+    """``run``, or for an LLM step with ``spark.apwa.estimate.sampleCalls`` set and a response cache
+    to keep the answers in, a copy whose budget grants that many real calls (a budget server of its
+    own, for this step only)."""
+    from apwa_spark.runs import job_budget
+
+    settings = run.job.settings
+    calls = settings.estimate.sample_calls
+    if not (calls and static_calls and settings.cache.enabled and settings.cache.path):
+        yield run
+        return
+    spark = SparkSession.getActiveSession()
+    with job_budget(spark, settings.with_overrides(**{"spark.apwa.budget.maxCalls": str(calls)})) as budget:
+        yield dataclasses.replace(run, job=dataclasses.replace(run.job, budget_url=budget.url))
+
+
 @dataclass(frozen=True)
 class Measure:
     """What one Spark aggregate over a probed step's rows shows, scaled to the whole input:
     ``rows``, characters and non-NULL values per column, and from ``<step>_meta``: rows answered
     from the cache, rows left ``unevaluated`` (each would call), of those the rows ``carried`` from
-    an earlier step left unevaluated (their input is not known yet), and error rows."""
+    an earlier step left unevaluated (their input is not known yet), error rows, and the rows the
+    estimate's own sample calls answered or failed, with their tokens."""
 
     rows: float
     chars: dict[str, float]
@@ -138,6 +161,10 @@ class Measure:
     unevaluated: float = 0
     carried: float = 0
     errors: float = 0
+    sampled: float = 0  #: rows answered ``ok`` by a real call the estimate made (``sampleCalls``)
+    sampled_prompt: float = 0  #: their prompt tokens (the endpoint's counts)
+    sampled_completion: float = 0  #: their completion tokens
+    failed: float = 0  #: rows whose real call failed (a run calls them again)
 
     @classmethod
     def of(cls, df: DataFrame, meta: str | None, earlier: list[str], scale: float) -> "Measure":
@@ -151,44 +178,61 @@ class Measure:
             for column in earlier:
                 upstream = upstream | F.coalesce(F.col(f"{column}.status") == "unevaluated", F.lit(False))
             count = lambda condition: F.sum(F.when(condition, 1).otherwise(0))
+            paid = (F.col(f"{meta}.llm_calls") > 0) & ~F.col(f"{meta}.from_cache")
+            ok = paid & (F.col(f"{meta}.status") == "ok")
             aggs += [count(F.col(f"{meta}.from_cache")).alias("__cached"), count(left).alias("__unevaluated"),
-                     count(left & upstream).alias("__carried"), count(F.col(f"{meta}.status") == "error").alias("__errors")]
+                     count(left & upstream).alias("__carried"), count(F.col(f"{meta}.status") == "error").alias("__errors"),
+                     count(ok).alias("__sampled"), count(paid & (F.col(f"{meta}.status") == "error")).alias("__failed"),
+                     F.sum(F.when(ok, F.col(f"{meta}.prompt_tokens")).otherwise(0)).alias("__sampled_prompt"),
+                     F.sum(F.when(ok, F.col(f"{meta}.completion_tokens")).otherwise(0)).alias("__sampled_completion")]
         row = df.agg(*aggs).first().asDict()
         scaled = lambda k: (row.get(k) or 0) * scale
         return cls(rows=scaled("__rows"), chars={c: scaled(f"__chars_{i}") for i, c in enumerate(columns)},
                    filled={c: scaled(f"__filled_{i}") for i, c in enumerate(columns)}, cached=scaled("__cached"),
-                   unevaluated=scaled("__unevaluated"), carried=scaled("__carried"), errors=scaled("__errors"))
+                   unevaluated=scaled("__unevaluated"), carried=scaled("__carried"), errors=scaled("__errors"),
+                   sampled=scaled("__sampled"), failed=scaled("__failed"), sampled_prompt=scaled("__sampled_prompt"),
+                   sampled_completion=scaled("__sampled_completion"))
 
 
 def _measured(e: Estimate, after: Measure, present: float, survive: float, scale: float,
               selection: bool) -> tuple[Estimate, float]:
-    """A step's static estimate ``e`` corrected by what its probe measured, and the share of its
-    rows it keeps.
+    """A step's static estimate ``e`` corrected by what its probe measured, and the share of the
+    rows it leaves unevaluated that the next step will see with a value.
 
     A step without calls: exact rows. An LLM step: calls (``e``'s per row) for the rows left
-    ``unevaluated`` only: those whose own input was there (a cache miss) and those carried from an
-    earlier step, of which ``survive`` (the earlier filters' selectivity) will reach it; a filter's
-    selectivity is the share of the rows the cache answered that it kept (1: all kept, when none).
-    ``present``: the probe's rows entering the step (a filter's answered rows are those it dropped too)."""
+    ``unevaluated`` (those whose own input was there, and those carried from an earlier step, of
+    which ``survive`` will reach it) and for the rows whose sample call failed (a run calls them
+    again). With sample calls, tokens per call are their mean (the endpoint's counts), and the next
+    step loses the share of rows that failed; else ``e``'s, per row. A filter keeps the share of the
+    rows answered (cache or sample) that it kept; 1 (all kept) when none was. ``present``: the
+    probe's rows entering the step (a filter's answered rows include those it dropped)."""
     sampled = f"; measured on 1/{scale:.3g} of the input, scaled" if scale > 1 else "; measured"
     if not e.llm_calls and not after.unevaluated:
         return dataclasses.replace(e, rows_out=round(after.rows), chars_out=_chars(after, e, after.rows),
                                    assumption=("no call" if not e.llm_calls else e.assumption) + sampled), 1.0
-    done = after.rows - after.unevaluated  # rows answered (from the cache) and kept, and error rows
+    done = after.rows - after.unevaluated  # rows answered and kept, and error rows
     pending = after.unevaluated - after.carried + after.carried * survive
     per_row = e.llm_calls / max(e.rows_out, 1)  # a row-level step's static rows out are its rows in
-    cached = present - after.unevaluated - after.errors if selection else after.cached
-    kept = max(0.0, min(1.0, (done - after.errors) / cached)) if selection and cached else 1.0
-    rows_out = done + pending * kept
-    calls = round(pending * per_row)
-    share = calls / e.llm_calls if e.llm_calls else 0
-    selectivity = ((f"; kept {kept:.0%} of the rows the cache answered" if cached else "; all rows assumed kept")
-                   if selection else "")
+    answered = present - after.unevaluated - after.errors if selection else after.cached + after.sampled
+    kept = max(0.0, min(1.0, (done - after.errors) / answered)) if selection and answered else 1.0
+    failing = after.failed / (after.failed + after.sampled) if after.sampled + after.failed else 0.0
+    calls = round((pending + after.failed) * per_row)
+    if after.sampled:
+        prompt, completion = (round(calls * t / after.sampled) for t in (after.sampled_prompt, after.sampled_completion))
+    else:
+        share = calls / e.llm_calls if e.llm_calls else 0
+        prompt, completion = round(e.prompt_tokens * share), round(e.completion_tokens * share)
+    notes = [f"{after.cached:.0f} rows answered by the response cache"]
+    if after.sampled or after.failed:
+        notes.append(f"{after.sampled + after.failed:.0f} sample calls (answers cached for the run), "
+                     f"{failing:.0%} failed; tokens per call from them")
+    if selection:
+        notes.append(f"kept {kept:.0%} of the rows answered" if answered else "all rows assumed kept")
     return dataclasses.replace(
-        e, llm_calls=calls, prompt_tokens=round(e.prompt_tokens * share), completion_tokens=round(e.completion_tokens * share),
-        rows_out=round(rows_out), chars_out=_chars(after, e, rows_out), cached_calls=round(cached * per_row),
-        assumption=f"{e.assumption.split(';')[0]}; {cached:.0f} rows answered by the response cache (free)"
-                   f"{selectivity}{sampled}"), kept
+        e, llm_calls=calls, prompt_tokens=prompt, completion_tokens=completion,
+        rows_out=round(done + pending * kept), chars_out=_chars(after, e, done + pending * kept),
+        cached_calls=round((answered if selection else after.cached + after.sampled) * per_row),
+        assumption=f"{e.assumption.split(';')[0]}; {'; '.join(notes)}{sampled}"), kept * (1 - failing)
 
 
 def _chars(after: Measure, e: Estimate, rows: float) -> dict[str, int]:
