@@ -88,3 +88,29 @@ def test_a_stream_takes_only_row_level_steps(spark, settings, tmp_path):
     reduce = Plan.parse("steps:\n  - {kind: reduce, template: '{text}'}\n")
     with pytest.raises(PlanError, match="not row-level"):
         stream(spark, reduce, str(tmp_path), str(tmp_path / "out"), settings)
+
+
+def test_a_stream_from_s3_to_s3_against_a_key_checked_endpoint_writes_every_row_once_and_no_key(
+        spark, keyed_endpoint, api_key, s3, tmp_path, monkeypatch):
+    import boto3
+
+    from conftest import BUCKET, SMALL
+
+    monkeypatch.chdir(tmp_path)
+    client = boto3.client("s3", endpoint_url=s3["AWS_ENDPOINT_URL"], aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    for n in range(2):
+        body = "".join(json.dumps({"id": 3 * n + i, "text": REVIEWS[3 * n + i]}) + "\n" for i in range(3))
+        client.put_object(Bucket=BUCKET, Key=f"stream/in/batch{n}.jsonl", Body=body.encode())
+    settings = keyed_endpoint.settings.with_overrides(**SMALL, **{"spark.apwa.run.registry": str(tmp_path / "registry")})
+    assert settings.api_key() == api_key  # the server refuses requests without it
+    done = stream(spark, Plan.parse(PLAN), f"s3a://{BUCKET}/stream/in", f"s3a://{BUCKET}/stream/out", settings)
+    assert done.sink == f"s3a://{BUCKET}/stream/out/result" and done.rows == 6
+    sink = read_delta(spark, done.sink).toPandas()
+    assert sorted(sink["id"]) == list(range(6))
+    assert (sink["classify0_meta"].map(lambda m: m["status"]) == "ok").all()
+    written = client.list_objects_v2(Bucket=BUCKET, Prefix="stream/out/")["Contents"]
+    assert any("_checkpoint" in o["Key"] for o in written) and any("_llm_cache" in o["Key"] for o in written)
+    for obj in written:  # tables, cache, checkpoint, manifests: no API key anywhere
+        assert api_key.encode() not in client.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read(), obj["Key"]
+    assert not (tmp_path / "s3a:").exists()
