@@ -362,14 +362,18 @@ def sql_job(spark: SparkSession, statements: Sequence[str], tables: dict[str, st
         settings = settings.with_overrides(**{"spark.apwa.cache.path": store.path(runs.CACHE)})
     manifest = {"job": "sql", "statements": list(statements), "tables": {n: source_of(spark, p) for n, p in tables.items()},
                 "embedded": not settings.llm.base_url, "settings": settings.as_keys()}
-    settings = register(spark, settings)
-    for statement in statements[:-1]:
-        spark.sql(statement).collect()
-    result = spark.sql(statements[-1])
+    with runs.job_budget(spark, settings) as budget:
+        settings = register(spark, settings, budget_url=budget.url if budget else None)
+        for statement in statements[:-1]:
+            spark.sql(statement).collect()
+        result = spark.sql(statements[-1])
+        if store is None:
+            result.show(limit, truncate=80)
+        else:
+            write_delta(result, store.root, engine=store.engine)
+        _report_sql_budget(budget)
     if store is None:
-        result.show(limit, truncate=80)
         return 0
-    write_delta(result, store.root, engine=store.engine)
     written = read_delta(spark, store.root, engine=store.engine)
     options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}
     job = runs.JobContext(settings, runs.new_run_id(), plan_id="sql", storage_options=options)
@@ -378,6 +382,17 @@ def sql_job(spark: SparkSession, statements: Sequence[str], tables: dict[str, st
                              time.monotonic() - started)
     print(json.dumps({"output": store.root, "rows": rows, "run_id": job.run_id, "errors_by_class": errors}))
     return 0
+
+
+def _report_sql_budget(budget) -> None:
+    """Print what a SQL job's budget spent and refused (each refused call: a NULL answer, with
+    ``BudgetExhausted`` in the ``*_or_error`` columns)."""
+    if budget is None or not budget.enabled:
+        return
+    undone = (f"{budget.refused} calls refused: their rows are NULL (errorMessage BudgetExhausted in *_or_error "
+              "columns); re-run with a larger spark.apwa.budget.* to finish them (paid answers come from the response "
+              "cache)") if budget.refused else "nothing refused"
+    print(f"[apwa] sql: budget spent {budget.left_undone()}; {undone}", flush=True)
 
 
 # ---- spark-submit entry points ---------------------------------------------------------------------------

@@ -406,7 +406,8 @@ def row_key(df: DataFrame, columns: Sequence[str]):
 def sql_failures(result: DataFrame, run_id: str) -> DataFrame | None:
     """Dead-letter rows of a SQL job's result: one per row and ``*_or_error`` column
     (``struct<result, errorMessage>``) whose ``errorMessage`` is set, with ``run_id``, ``step`` (the
-    column), ``row_key``, ``error_class`` (the message up to its first ``:``) and ``error``.
+    column), ``row_key``, ``error_class`` (the message up to its first ``:``) and ``error``. A row a
+    spent budget left unanswered (``BudgetExhausted``) is no failure and stays out.
 
     ``row_key`` is the JSON of the first of :data:`KEY_COLUMNS` in ``result``, else of the sha256 (16
     hex digits) of the row's other columns. None when ``result`` has no such column. The plain
@@ -424,7 +425,8 @@ def sql_failures(result: DataFrame, run_id: str) -> DataFrame | None:
         others = [result[c] for c in result.columns if c not in errors]
         digest = F.substring(F.sha2(F.to_json(F.struct(*others)), 256), 1, 16) if others else F.lit(None)
         key = F.to_json(F.struct(digest.alias(ROW_KEY)))
-    parts = [result.filter(result[c]["errorMessage"].isNotNull()).select(
+    failed = lambda c: result[c]["errorMessage"].isNotNull() & ~result[c]["errorMessage"].startswith("BudgetExhausted")
+    parts = [result.filter(failed(c)).select(
                  F.lit(run_id).alias("run_id"), F.lit(c).alias("step"), key.alias("row_key"),
                  F.substring_index(result[c]["errorMessage"], ":", 1).alias("error_class"),
                  result[c]["errorMessage"].alias("error"))

@@ -23,6 +23,8 @@ to the executors inside the UDFs; call it again after changing ``spark.apwa.*`` 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Callable
@@ -36,11 +38,12 @@ from apwa_spark import storage
 from apwa_spark.agent import summarize_documents
 from apwa_spark.config import Settings
 from apwa_spark.hierarchy import USABLE
+from apwa_spark.llm.budget import UNEVALUATED
 from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
 from apwa_spark.steps.redact import REDACT_TOOLS
 from apwa_spark.plan.schema import coerce, json_schema_to_spark, schema_from_string
-from apwa_spark.runs import JobContext, new_run_id
+from apwa_spark.runs import JobContext, job_budget, new_run_id
 from apwa_spark.tools import DEFAULT_ENTITIES
 
 #: What one function gives per row: (value or None, the call's completion or None for NULL input).
@@ -203,7 +206,7 @@ FUNCTIONS = [
 
 # ---- registration ----------------------------------------------------------------------------------------
 
-def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
+def register(spark: SparkSession, settings: Settings | None = None, budget_url: str | None = None) -> Settings:
     """Register every ``apwa_*`` function on ``spark`` (temporary, for this session).
 
     Args:
@@ -211,6 +214,11 @@ def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
         settings: default ``Settings.load(spark)``. Without ``llm.baseUrl`` the embedded endpoint is
             started once for this driver process, and ``spark.apwa.llm.baseUrl`` is set on the
             session so jobs run later in it (``summarize_play``, ``apwa_spark.run``) reuse it.
+        budget_url: the budget server of the job the functions run in (``apwa-spark sql``); None:
+            with ``spark.apwa.budget.*`` (or ``llm.rpm`` / ``tpm``) set, the session gets its own,
+            counted from this call (a later ``register`` starts a new one). Past it, a function's
+            rows are NULL, with ``BudgetExhausted`` in the ``*_or_error`` variant's ``errorMessage``,
+            and never fail the query.
 
     Returns:
         the settings the functions use (``llm.baseUrl`` set).
@@ -229,7 +237,8 @@ def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
                            ("serverSlots", str(settings.llm.server_slots))):
             spark.conf.set(f"spark.apwa.llm.{key}", value)
     options = storage.storage_options(spark, settings.cache.path) if settings.cache.path else {}  # an object-store cache
-    job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan_id="sql", storage_options=options)
+    job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan_id="sql", storage_options=options,
+                     budget_url=budget_url or _session_budget(spark, settings))
     fail = "true" if settings.sql.fail_on_error else "false"
     for fn in FUNCTIONS:
         spark.udf.register(f"_{fn.name}", _scalar_udf(fn, job))
@@ -242,14 +251,26 @@ def register(spark: SparkSession, settings: Settings | None = None) -> Settings:
     return settings
 
 
+_budget = contextlib.ExitStack()
+atexit.register(_budget.close)
+
+
+def _session_budget(spark: SparkSession, settings: Settings) -> str | None:
+    """The URL of a budget server for the session's SQL functions, the one a previous call started
+    stopped first; None when no budget or rate is set (:func:`apwa_spark.runs.job_budget`)."""
+    _budget.close()
+    budget = _budget.enter_context(job_budget(spark, settings))
+    return budget.url if budget else None
+
+
 def _scalar_udf(fn: SqlFunction, job: JobContext):
     @pandas_udf(f"struct<result {fn.result_type.lower()}, errorMessage string>")
     def call(*columns: pd.Series) -> pd.DataFrame:
         *inputs, fail = columns
         answers = fn.run(list(inputs), job)
         errors = [c.error if c is not None and c.status != "ok" else None for _, c in answers]
-        for i, error in enumerate(errors):
-            if error and bool(fail.iloc[i]):
+        for i, (error, (_, c)) in enumerate(zip(errors, answers)):
+            if error and bool(fail.iloc[i]) and c.status != UNEVALUATED:  # a spent budget is no failure
                 raise SqlFunctionError(f"{fn.name}: {error}")
         return pd.DataFrame({"result": [v for v, _ in answers], "errorMessage": errors})
 
@@ -276,7 +297,7 @@ def _summarize_agg_udf(job: JobContext):
     def apwa_summarize_agg(*columns: pd.Series) -> str:
         texts = ordered_texts(columns[0], columns[1] if len(columns) > 1 else None)
         [result] = summarize_documents([texts], job.settings, job.client())
-        if result.status != "ok" and result.error_class != "EmptyInput" and job.settings.sql.fail_on_error:
+        if result.status not in ("ok", UNEVALUATED) and result.error_class != "EmptyInput" and job.settings.sql.fail_on_error:
             raise SqlFunctionError(f"apwa_summarize_agg: {result.error}")
         return result.text if result.status in USABLE else None
 

@@ -175,3 +175,47 @@ def test_two_executors_keep_every_60_second_window_under_the_rpm(endpoint, tmp_p
     assert len(arrivals) >= rows > rpm  # the job outlasted a minute at that rate
     assert max(sum(1 for t in arrivals if s <= t < s + 60) for s in arrivals) <= rpm, [round(t - arrivals[0], 1) for t in arrivals]
     assert arrivals[-1] - arrivals[0] >= 60
+
+
+@pytest.mark.model
+def test_a_sql_job_under_a_budget_leaves_rows_null_without_failing_and_a_larger_rerun_pays_only_for_them(
+        spark, settings, endpoint, tmp_path, capsys):
+    from apwa_spark.cli import main
+
+    docs, out, registry = tmp_path / "docs.jsonl", tmp_path / "out", tmp_path / "registry"
+    docs.write_text("".join(json.dumps(d) + "\n" for d in REVIEWS))
+    query = ("SELECT id, apwa_classify_or_error(text, array('positive', 'negative')) AS label FROM docs")
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        args = ["sql", "--table", f"docs={docs}", "--output", str(out), query]
+        assert main([*args, *_conf(settings, proxy.base_url, registry, **{"spark.apwa.budget.maxCalls": "2",
+                                                                          "spark.apwa.sql.failOnError": "true"})]) == 0
+        first = proxy.requests
+        printed = capsys.readouterr().out
+        result = read_delta(spark, str(out)).toPandas()
+        refused = result[result["label"].map(lambda v: (v["errorMessage"] or "").startswith("BudgetExhausted"))]
+        assert first == 2 and len(refused) == 4 and refused["label"].map(lambda v: v["result"] is None).all()
+        assert "4 calls refused" in printed and "spent 2 calls of 2" in printed
+        assert not (out / "_dead_letter").exists() or read_delta(spark, str(out / "_dead_letter")).count() == 0
+
+        assert main([*args, *_conf(settings, proxy.base_url, registry, **{"spark.apwa.budget.maxCalls": "10"})]) == 0
+    assert proxy.requests - first == 4  # the 2 paid answers came from the response cache
+    result = read_delta(spark, str(out)).toPandas()
+    assert result["label"].map(lambda v: v["result"] in ("positive", "negative")).all()
+
+
+@pytest.mark.model
+def test_sql_functions_registered_with_a_budget_share_it_for_the_session(spark, settings, endpoint):
+    from apwa_spark.sql import register
+
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        try:
+            register(spark, settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url,
+                                                       "spark.apwa.budget.maxCalls": "1"}))
+            texts = ", ".join(f"({r['id']}, '{r['text']}')" for r in REVIEWS[:3])
+            query = f"SELECT id, apwa_classify_or_error(text, array('positive', 'negative')) AS label FROM VALUES {texts} AS t(id, text)"
+            first = spark.sql(query).toPandas()
+            again = spark.sql(query.replace("positive', 'negative", "good', 'bad")).toPandas()  # new prompts, same session budget
+        finally:
+            register(spark, settings)  # the shared session's functions without a budget again
+    messages = [v["errorMessage"] or "" for v in [*first["label"], *again["label"]]]
+    assert proxy.requests == 1 and sum(m.startswith("BudgetExhausted") for m in messages) == 5
