@@ -162,9 +162,9 @@ class Measure:
     carried: float = 0
     errors: float = 0
     sampled: float = 0  #: rows answered ``ok`` by a real call the estimate made (``sampleCalls``)
-    sampled_prompt: float = 0  #: their prompt tokens (the endpoint's counts)
-    sampled_completion: float = 0  #: their completion tokens
     failed: float = 0  #: rows whose real call failed (a run calls them again)
+    sampled_prompt: float = 0  #: prompt tokens of the sample calls, answered or failed (the endpoint's counts)
+    sampled_completion: float = 0  #: their completion tokens
 
     @classmethod
     def of(cls, df: DataFrame, meta: str | None, earlier: list[str], scale: float) -> "Measure":
@@ -183,8 +183,8 @@ class Measure:
             aggs += [count(F.col(f"{meta}.from_cache")).alias("__cached"), count(left).alias("__unevaluated"),
                      count(left & upstream).alias("__carried"), count(F.col(f"{meta}.status") == "error").alias("__errors"),
                      count(ok).alias("__sampled"), count(paid & (F.col(f"{meta}.status") == "error")).alias("__failed"),
-                     F.sum(F.when(ok, F.col(f"{meta}.prompt_tokens")).otherwise(0)).alias("__sampled_prompt"),
-                     F.sum(F.when(ok, F.col(f"{meta}.completion_tokens")).otherwise(0)).alias("__sampled_completion")]
+                     F.sum(F.when(paid, F.col(f"{meta}.prompt_tokens")).otherwise(0)).alias("__sampled_prompt"),
+                     F.sum(F.when(paid, F.col(f"{meta}.completion_tokens")).otherwise(0)).alias("__sampled_completion")]
         row = df.agg(*aggs).first().asDict()
         scaled = lambda k: (row.get(k) or 0) * scale
         return cls(rows=scaled("__rows"), chars={c: scaled(f"__chars_{i}") for i, c in enumerate(columns)},
@@ -202,8 +202,8 @@ def _measured(e: Estimate, after: Measure, present: float, survive: float, scale
     A step without calls: exact rows. An LLM step: calls (``e``'s per row) for the rows left
     ``unevaluated`` (those whose own input was there, and those carried from an earlier step, of
     which ``survive`` will reach it) and for the rows whose sample call failed (a run calls them
-    again). With sample calls, tokens per call are their mean (the endpoint's counts), and the next
-    step loses the share of rows that failed; else ``e``'s, per row. A filter keeps the share of the
+    again). With sample calls, tokens per call are their mean, failed calls included (the endpoint's
+    counts), and the next step loses the share of rows that failed; else ``e``'s, per row. A filter keeps the share of the
     rows answered (cache or sample) that it kept; 1 (all kept) when none was. ``present``: the
     probe's rows entering the step (a filter's answered rows include those it dropped)."""
     sampled = f"; measured on 1/{scale:.3g} of the input, scaled" if scale > 1 else "; measured"
@@ -217,8 +217,9 @@ def _measured(e: Estimate, after: Measure, present: float, survive: float, scale
     kept = max(0.0, min(1.0, (done - after.errors) / answered)) if selection and answered else 1.0
     failing = after.failed / (after.failed + after.sampled) if after.sampled + after.failed else 0.0
     calls = round((pending + after.failed) * per_row)
-    if after.sampled:
-        prompt, completion = (round(calls * t / after.sampled) for t in (after.sampled_prompt, after.sampled_completion))
+    if after.sampled + after.failed:
+        paid = after.sampled + after.failed
+        prompt, completion = (round(calls * t / paid) for t in (after.sampled_prompt, after.sampled_completion))
     else:
         share = calls / e.llm_calls if e.llm_calls else 0
         prompt, completion = round(e.prompt_tokens * share), round(e.completion_tokens * share)
