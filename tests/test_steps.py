@@ -152,3 +152,17 @@ def test_any_agent_step_can_be_equipped_with_tools(spark, settings):
     assert tokens[1] > tokens[0] > 0
     with pytest.raises(PlanError, match="unknown tool 'pii_magic'"):
         Plan.parse(f"steps:\n{steps}    tools: [pii_magic]\n").check(df.columns, {"pii_rules"})
+
+
+def test_a_reduce_estimate_on_measured_groups_counts_no_call_for_a_one_row_group(spark):
+    from apwa_spark.plan.step import InputStats
+    from apwa_spark.steps.reduce import ReduceStep, estimate_reduce
+
+    df = spark.createDataFrame([("a", "x" * 30), ("b", "y" * 30), ("b", "z" * 30), ("b", "w" * 30)], "g string, text string")
+    step = ReduceStep(template="Combine: {text}", group_by=["g"], token_budget=1000, max_tokens=16)
+    stats = InputStats(rows=4, chars={"text": 120, "g": 4})
+    measured = estimate_reduce(step, InputStats(rows=4, chars=stats.chars, frame=df))
+    assert (measured.llm_calls, measured.rows_out) == (1, 2)  # group a passes its one row up; group b is one call
+    assert "group sizes measured" in measured.assumption
+    guessed = estimate_reduce(step, stats)  # without the rows: groups unknown, one row each
+    assert guessed.llm_calls == 0 and "unknown" in guessed.assumption
