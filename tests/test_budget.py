@@ -179,14 +179,17 @@ def test_two_executors_keep_every_60_second_window_under_the_rpm(endpoint, tmp_p
 
 @pytest.mark.model
 def test_a_sql_job_under_a_budget_leaves_rows_null_without_failing_and_a_larger_rerun_pays_only_for_them(
-        spark, settings, endpoint, tmp_path, capsys):
+        spark, settings, endpoint, tmp_path, capsys, request):
     from apwa_spark.cli import main
 
     docs, out, registry = tmp_path / "docs.jsonl", tmp_path / "out", tmp_path / "registry"
     docs.write_text("".join(json.dumps(d) + "\n" for d in REVIEWS))
+    from apwa_spark.sql import register
+
     query = ("SELECT id, apwa_classify_or_error(text, array('positive', 'negative')) AS label FROM docs")
     with FaultyEndpoint(endpoint.base_url) as proxy:
         args = ["sql", "--table", f"docs={docs}", "--output", str(out), query]
+        request.addfinalizer(lambda: (spark.catalog.dropTempView("docs"), register(spark, settings)))  # the shared session as it was
         assert main([*args, *_conf(settings, proxy.base_url, registry, **{"spark.apwa.budget.maxCalls": "2",
                                                                           "spark.apwa.sql.failOnError": "true"})]) == 0
         first = proxy.requests

@@ -154,7 +154,7 @@ def test_catalog_output_makes_managed_delta_tables_with_change_data_feed(spark, 
     store.write(spark.range(3), "chunk")
     store.write(spark.range(2), "scene_r1")
     store.write(spark.range(1), "_dead_letter", mode="append")
-    tables = {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_store")}
+    tables = {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_store") if not t.isTemporary}
     assert tables == {"chunk": "MANAGED", "scene_r1": "MANAGED", "_dead_letter": "MANAGED"}
     detail = spark.sql("DESCRIBE DETAIL apwa_test_store.chunk").first()
     assert detail.format == "delta" and detail.properties[CDF] == "true"
