@@ -65,6 +65,9 @@ class SqlFunction:
     result_type: str     # SQL type of the result
     run: Callable[[list[pd.Series], JobContext], list[Answer]]
     doc: str
+    #: registered as Python UDFs, not SQL functions: Spark refuses a SQL function whose argument
+    #: holds a lambda (``UNSUPPORTED_FEATURE.LAMBDA_FUNCTION_WITH_SQL_UDF``), as ``transform(…)`` does
+    direct: bool = False
 
 
 # ---- the agent calls, one per function ------------------------------------------------------------------
@@ -200,7 +203,7 @@ FUNCTIONS = [
     SqlFunction("apwa_summarize", "text STRING", "text", "STRING", run_summarize,
                 "a summary; long text is chunked and reduced hierarchically"),
     SqlFunction("apwa_summarize_texts", "texts ARRAY<STRING>", "texts", "STRING", run_summarize_texts,
-                "one summary of the array's texts in array order (compose with collect_list and array_sort)"),
+                "one summary of the array's texts in array order (compose with collect_list and array_sort)", direct=True),
 ]
 
 
@@ -241,6 +244,10 @@ def register(spark: SparkSession, settings: Settings | None = None, budget_url: 
                      budget_url=budget_url or _session_budget(spark, settings))
     fail = "true" if settings.sql.fail_on_error else "false"
     for fn in FUNCTIONS:
+        if fn.direct:
+            spark.udf.register(fn.name, _scalar_udf(fn, job, fail=settings.sql.fail_on_error, field="result"))
+            spark.udf.register(f"{fn.name}_or_error", _scalar_udf(fn, job, fail=False))
+            continue
         spark.udf.register(f"_{fn.name}", _scalar_udf(fn, job))
         fail_expr = f"coalesce(try_cast(options['failOnError'] AS BOOLEAN), {fail})" if "options" in fn.args else fail
         spark.sql(f"CREATE OR REPLACE TEMPORARY FUNCTION {fn.name}({fn.params}) RETURNS {fn.result_type} "
@@ -263,16 +270,30 @@ def _session_budget(spark: SparkSession, settings: Settings) -> str | None:
     return budget.url if budget else None
 
 
-def _scalar_udf(fn: SqlFunction, job: JobContext):
-    @pandas_udf(f"struct<result {fn.result_type.lower()}, errorMessage string>")
-    def call(*columns: pd.Series) -> pd.DataFrame:
-        *inputs, fail = columns
-        answers = fn.run(list(inputs), job)
+def _scalar_udf(fn: SqlFunction, job: JobContext, fail: bool | None = None, field: str | None = None):
+    """The pandas UDF behind ``fn``: its inputs, then (``fail`` None) a failOnError column ──►
+    ``struct<result, errorMessage>``; with ``fail`` given, the inputs only, and with ``field``
+    only that field of the struct."""
+
+    def answer(columns: tuple[pd.Series, ...]) -> pd.DataFrame:
+        inputs, fails = (list(columns[:-1]), columns[-1]) if fail is None else (list(columns), None)
+        answers = fn.run(inputs, job)
         errors = [c.error if c is not None and c.status != "ok" else None for _, c in answers]
         for i, (error, (_, c)) in enumerate(zip(errors, answers)):
-            if error and bool(fail.iloc[i]) and c.status != UNEVALUATED:  # a spent budget is no failure
-                raise SqlFunctionError(f"{fn.name}: {error}")
+            if error and (fail if fails is None else bool(fails.iloc[i])) and c.status != UNEVALUATED:
+                raise SqlFunctionError(f"{fn.name}: {error}")  # a spent budget is no failure
         return pd.DataFrame({"result": [v for v, _ in answers], "errorMessage": errors})
+
+    if field:
+        @pandas_udf(fn.result_type.lower())
+        def one_field(*columns: pd.Series) -> pd.Series:
+            return answer(columns)[field]
+
+        return one_field.asNondeterministic()
+
+    @pandas_udf(f"struct<result {fn.result_type.lower()}, errorMessage string>")
+    def call(*columns: pd.Series) -> pd.DataFrame:
+        return answer(columns)
 
     return call.asNondeterministic()
 

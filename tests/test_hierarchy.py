@@ -179,3 +179,23 @@ def test_sql_aggregate_with_null_and_repeated_order_summarizes_every_text(spark,
     for _, text in rows:  # every text was summarized once: none dropped by NULL or repeated orders
         assert sum(json.dumps(text)[1:-1] in body for body in sent) >= 1, text
     assert row.s
+
+
+@pytest.mark.model
+def test_sql_summarize_texts_composes_with_a_built_in_aggregate_in_one_select(spark, settings, endpoint):
+    """The README's query: ``apwa_summarize_texts`` over an ordered ``collect_list`` beside
+    ``count(*)``, which a pandas aggregate (``apwa_summarize_agg``) cannot sit next to."""
+    register(spark, settings)
+    rows = [("I", 2, "Romeo is sad about Rosaline."), ("I", 1, "Servants of two houses fight in the street."),
+            ("II", 1, "Romeo climbs the orchard wall.")]
+    spark.createDataFrame(rows, "act string, scene_no int, text string").createOrReplaceTempView("acts")
+    try:
+        out = {r.act: r for r in spark.sql(
+            "SELECT act, count(*) AS scenes, apwa_summarize_texts(transform(array_sort(collect_list(struct(scene_no, text))), "
+            "x -> x.text)) AS summary, apwa_summarize_texts_or_error(array_sort(collect_list(struct(scene_no, text))).text) "
+            "AS checked FROM acts GROUP BY act").collect()}
+    finally:
+        spark.catalog.dropTempView("acts")
+    assert {a: r.scenes for a, r in out.items()} == {"I": 2, "II": 1}
+    assert out["I"].summary and out["II"].summary  # one summary per act, built in the same SELECT
+    assert all(r.checked.result and r.checked.errorMessage is None for r in out.values())
