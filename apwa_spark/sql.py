@@ -13,6 +13,10 @@ over an Arrow batch of rows and returns ``struct<result, errorMessage>``:
   fails the query with the row's error;
 * ``apwa_<name>_or_error(...)`` ──► ``struct<result, errorMessage>``, never raises.
 
+``apwa_summarize_texts`` (and its ``_or_error``) is registered as that pandas UDF itself, not as a
+SQL function: its array argument is usually built with a lambda (``transform(…, x -> x.t)``), which
+Spark refuses inside a SQL function's argument (``LAMBDA_FUNCTION_WITH_SQL_UDF``).
+
 NULL input gives NULL output without an LLM call (SQL's NULL propagation); a blank string is an
 error row (``EmptyInput``). ``apwa_summarize_agg`` is a grouped-aggregate pandas UDF: it skips NULL
 texts, and a group with no text left gives NULL.
