@@ -99,6 +99,10 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(populate_by_name=True, frozen=True)
 
     registry: str = Field("~/.apwa/runs", description="folder indexing run manifests for `apwa-spark retry-failed`")
+    incremental: bool = Field(True, description="a re-run of a plan that ends in a reduce (the summarize job) into the "
+                              "same output recomputes only the changed input rows and their ancestors, and commits "
+                              "only the tables that changed (MERGE on node_id); false: recompute and rewrite everything "
+                              "(answers still come from the response cache)")
 
     @field_validator("registry")
     @classmethod

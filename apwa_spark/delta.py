@@ -215,6 +215,49 @@ class TableStore:
             return self.spark.table(self.location(name))
         return read_delta(self.spark, self.location(name), self.engine, self.storage_options)
 
+    def exists(self, name: str) -> bool:
+        """True when the table ``name`` is a Delta table (an earlier run wrote it)."""
+        if self.schema:
+            return self.spark.catalog.tableExists(self.location(name))
+        if self.engine == "native":
+            from delta.tables import DeltaTable
+
+            return DeltaTable.isDeltaTable(self.spark, self.location(name))
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.location(name), storage_options=dict(self.storage_options) or None)
+
+    def version(self, name: str) -> int:
+        """The table's current version (its latest commit)."""
+        if self.engine == "native":
+            from delta.tables import DeltaTable
+
+            table = DeltaTable.forName(self.spark, self.location(name)) if self.schema else \
+                DeltaTable.forPath(self.spark, self.location(name))
+            return int(table.history(1).first()["version"])
+        return _open(self.location(name), self.storage_options).version()
+
+    def merge(self, df: DataFrame, name: str, on: str, changed: str) -> None:
+        """Make the table ``name`` hold exactly ``df``'s rows, in one MERGE commit on the unique key
+        column ``on``: a row of ``df`` whose key the table lacks is inserted, a matched row is
+        updated where the SQL condition ``changed`` holds (aliases ``t``, the table, and ``s``,
+        ``df``), and a table row whose key ``df`` lacks is deleted. The table's history then shows
+        what changed (Change Data Feed on the native path). The fallback merges with delta-rs from
+        ``df`` collected to Arrow on the driver.
+        """
+        condition = f"t.`{on}` = s.`{on}`"
+        if self.engine == "native":
+            from delta.tables import DeltaTable
+
+            table = DeltaTable.forName(self.spark, self.location(name)) if self.schema else \
+                DeltaTable.forPath(self.spark, self.location(name))
+            (table.alias("t").merge(df.alias("s"), condition).whenMatchedUpdateAll(changed)
+             .whenNotMatchedInsertAll().whenNotMatchedBySourceDelete().execute())
+            return
+        (_open(self.location(name), self.storage_options)
+         .merge(df.toArrow(), condition, source_alias="s", target_alias="t")
+         .when_matched_update_all(changed).when_not_matched_insert_all().when_not_matched_by_source_delete().execute())
+
 
 # ---- the delta-rs fallback ----------------------------------------------------------------------------
 

@@ -88,6 +88,10 @@ class Parent:
     failed_inputs: int = 0
 
 
+#: ``known(group, n, parents, members)`` ──► an answer already held, or None (:func:`reduce_groups`).
+Known = Callable[[int, int, int, list[int]], "Completion | None"]
+
+
 def pack_children(tokens: Sequence[int], budget: int) -> list[list[int]]:
     """Indices of consecutive children ──► batches whose token sum stays within ``budget`` tokens
     (each child counts 2 more, for its ``N. `` numbering and newline).
@@ -111,7 +115,7 @@ def pack_children(tokens: Sequence[int], budget: int) -> list[list[int]]:
 
 
 def reduce_groups(groups: Sequence[Sequence[Child]], budget: int, call: Callable[..., list[Completion]],
-                  keyed: bool = False) -> list[list[Parent]]:
+                  keyed: bool = False, known: Known | None = None) -> list[list[Parent]]:
     """One round over several groups: each group's children (document order) ──► its parents
     (document order). The batches of every group go to the endpoint together, in one ``call``, so
     a partition's groups keep the endpoint's slots busy.
@@ -123,16 +127,30 @@ def reduce_groups(groups: Sequence[Sequence[Child]], budget: int, call: Callable
             :class:`Completion` per batch, in order; with ``keyed``, ``call(batches, owners)`` also
             gets each batch's group index (for a prompt that names the group's keys). Not called
             when no batch needs a call.
+        known: ``known(group, n, parents, members)``: the answer an earlier run already holds
+            for the group's parent ``n`` of ``parents``, built from the children ``members``
+            (indices, failed ones included), or None; a known answer costs no call (incremental
+            runs, :mod:`apwa_spark.incremental`).
 
     Returns:
         each group's parents, under the failure policy of this module's docstring.
     """
     packed = [[] if _waits(children) else _pack_group(children, budget) for children in groups]
+    held = [[known(g, n, len(batches), _members(children, batches, n)) if known else None for n in range(len(batches))]
+            for g, (children, batches) in enumerate(zip(groups, packed))]
     calls = [(g, [children[i].text for i in b]) for g, (children, batches) in enumerate(zip(groups, packed))
-             for b in batches if len(b) > 1]
+             for b, h in zip(batches, held[g]) if len(b) > 1 and h is None]
     texts, owners = [t for _, t in calls], [g for g, _ in calls]
     answers = iter((call(texts, owners) if keyed else call(texts)) if texts else [])
-    return [_parents(children, batches, answers) for children, batches in zip(groups, packed)]
+    return [_parents(children, batches, answers, h) for children, batches, h in zip(groups, packed, held)]
+
+
+
+def _members(children: Sequence[Child], batches: list[list[int]], n: int) -> list[int]:
+    """The children of parent ``n``: its batch, and for the first parent the failed children too
+    (they stay in its lineage)."""
+    failed = [i for i, c in enumerate(children) if not c.usable]
+    return sorted(batches[n] + failed) if n == 0 else batches[n]
 
 
 def _pack_group(children: Sequence[Child], budget: int) -> list[list[int]]:
@@ -146,7 +164,7 @@ def _waits(children: Sequence[Child]) -> bool:
     return any(c.status == UNEVALUATED for c in children)
 
 
-def _parents(children: Sequence[Child], batches: list[list[int]], answers) -> list[Parent]:
+def _parents(children: Sequence[Child], batches: list[list[int]], answers, held: list[Completion | None]) -> list[Parent]:
     if _waits(children):
         waiting = sum(c.status == UNEVALUATED for c in children)
         left = Completion(text=None, status=UNEVALUATED, error=(
@@ -158,11 +176,10 @@ def _parents(children: Sequence[Child], batches: list[list[int]], answers) -> li
         error = Completion.failed(f"ChildrenFailed: all {len(children)} children failed; no LLM call made"
                                   + (f" (first: {first})" if first else ""))
         return [Parent(list(range(len(children))), error, sum(c.missing for c in children))]
-    failed = [i for i, c in enumerate(children) if not c.usable]
     parents = []
     for n, batch in enumerate(batches):
-        members = sorted(batch + failed) if n == 0 else batch  # failed children stay in the first parent's lineage
-        completion = next(answers) if len(batch) > 1 else _passthrough(children[batch[0]])
+        members = _members(children, batches, n)
+        completion = held[n] or (next(answers) if len(batch) > 1 else _passthrough(children[batch[0]]))
         missing = sum(children[i].missing for i in members)
         parents.append(Parent(members, _with_policy(completion, missing, len(members)), missing))
     return parents

@@ -85,6 +85,8 @@ class TableStats:
         seconds: wall time of its write (its lazy steps included), seconds.
         input_files: the files of the table it was computed from, when it read one.
         columns: its column names.
+        kept: rows an earlier run made, kept as they were (incremental runs; their calls are not counted).
+        committed: False when the run left the table as it was (no new version).
     """
 
     table: str
@@ -100,38 +102,68 @@ class TableStats:
     input_files: list[str] = field(default_factory=list)
     unevaluated: int = 0
     columns: list[str] = field(default_factory=list)
+    kept: int = 0
+    committed: bool = True
 
 
 def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
-                source: DataFrame | None = None) -> DataFrame:
+                source: DataFrame | None = None, how: str = "overwrite", run_id: str | None = None) -> DataFrame:
     """Write ``df`` as the Delta table ``name`` of ``store``, append its :class:`TableStats` to
-    ``tables``, print a line of its figures (the run's progress), and return it read back."""
+    ``tables``, print a line of its figures (the run's progress), and return it read back.
+
+    Args:
+        how: ``overwrite``: one commit replacing the table. ``merge`` (an incremental run's node
+            tables, :mod:`apwa_spark.incremental`): ``df`` holds every node, some kept from earlier
+            runs; one MERGE on ``node_id`` (:meth:`TableStore.merge`) inserts or updates the rows
+            this run made and deletes the nodes ``df`` no longer has, and nothing is committed when
+            there are none (an overwrite where the table is new or its columns differ). ``keep``:
+            no write, ``df`` is not used: the table as an earlier run left it.
+        run_id: this run; with it, the figures count only the calls of rows this run made, and
+            ``kept`` the rows an earlier run made.
+    """
     started = time.monotonic()
-    store.write(df, name)
+    committed = _write(store, name, df, how, run_id)
     seconds = time.monotonic() - started
     table = store.read(name)
     stats = TableStats(table=name, path=store.location(name), seconds=seconds,
                        input_files=source.inputFiles() if source is not None else [], columns=table.columns,
-                       **_totals(table))
+                       committed=committed, **_totals(table, run_id))
     tables.append(stats)
-    print(f"[apwa] {name}: {stats.rows} rows, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
-          f"{stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s", flush=True)
+    kept = f" ({stats.kept} kept from earlier runs)" if stats.kept else ""
+    print(f"[apwa] {name}: {stats.rows} rows{kept}, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
+          f"{stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s"
+          + ("" if committed else "; unchanged, no new version"), flush=True)
     return table
 
 
-def _totals(table: DataFrame) -> dict:
+def _write(store: TableStore, name: str, df: DataFrame, how: str, run_id: str | None) -> bool:
+    """:func:`write_table`'s write; True when it committed a version."""
+    if how == "keep":
+        return False
+    if how == "merge" and store.exists(name) and set(store.read(name).columns) == set(df.columns):
+        staged = df.localCheckpoint()  # computed once (its LLM calls), before the MERGE reads the table
+        gone = store.read(name).select("node_id").join(staged.select("node_id"), "node_id", "left_anti")
+        if staged.filter(F.col("run_id") == run_id).isEmpty() and gone.isEmpty():
+            return False
+        store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
+        return True
+    store.write(df, name)
+    return True
+
+
+def _totals(table: DataFrame, run_id: str | None = None) -> dict:
     if "status" not in table.columns:  # a table without flat call fields (input, or a step's <name>_meta)
         return dict(rows=table.count(), llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,
-                    cache_hits=0, unevaluated=0)
+                    cache_hits=0, unevaluated=0, kept=0)
+    mine = F.col("run_id") == run_id if run_id and "run_id" in table.columns else F.lit(True)
+    now = lambda c: F.coalesce(F.sum(F.when(mine, c)), F.lit(0))  # noqa: E731  (sums over this run's rows)
     row = table.agg(
         F.count("*").alias("rows"),
-        F.coalesce(F.sum("llm_calls"), F.lit(0)).alias("llm_calls"),
-        F.coalesce(F.sum("prompt_tokens"), F.lit(0)).alias("prompt_tokens"),
-        F.coalesce(F.sum("completion_tokens"), F.lit(0)).alias("completion_tokens"),
-        F.coalesce(F.sum("cached_tokens"), F.lit(0)).alias("cached_tokens"),
+        *[now(F.col(c)).alias(c) for c in ("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens")],
         F.sum(F.when(F.col("status") == "error", 1).otherwise(0)).alias("errors"),
-        F.sum(F.col("from_cache").cast("int")).alias("cache_hits"),
+        now(F.col("from_cache").cast("int")).alias("cache_hits"),
         F.sum(F.when(F.col("status") == "unevaluated", 1).otherwise(0)).alias("unevaluated"),
+        F.sum(F.when(mine, 0).otherwise(1)).alias("kept"),
     ).first()
     return {k: int(v or 0) for k, v in row.asDict().items()}
 
@@ -346,7 +378,7 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
     counts = status_counts(result, steps)
     failed = [f for f in (plan_failures(result, job.run_id, [s for s in steps if s not in in_nodes], keys),
-                          node_failures(store, nodes)) if f is not None]
+                          node_failures(store, nodes, job.run_id)) if f is not None]
     spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
     errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts,
                                      "tables": [t.table for t in tables], **spent},
@@ -363,10 +395,11 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     return errors
 
 
-def node_failures(store: TableStore, tables: Sequence[TableStats]) -> DataFrame | None:
-    """Dead-letter rows of a reduce's node tables (leaves and rounds): one per ``error`` node, with
-    ``run_id``, ``step`` (the table), ``row_key`` (``{"node_id": ...}``), ``error_class`` and ``error``."""
-    parts = [store.read(t.table).filter("status = 'error'").select(
+def node_failures(store: TableStore, tables: Sequence[TableStats], run_id: str) -> DataFrame | None:
+    """Dead-letter rows of a reduce's node tables (leaves and rounds): one per ``error`` node that
+    run ``run_id`` made (not one an incremental run kept), with ``run_id``, ``step`` (the table),
+    ``row_key`` (``{"node_id": ...}``), ``error_class`` and ``error``."""
+    parts = [store.read(t.table).filter(F.col("status") == "error").filter(F.col("run_id") == run_id).select(
                  "run_id", F.lit(t.table).alias("step"), F.to_json(F.struct("node_id")).alias("row_key"),
                  "error_class", "error") for t in tables]
     return reduce(DataFrame.unionByName, parts) if parts else None

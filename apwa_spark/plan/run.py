@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from apwa_spark import storage
 from apwa_spark.config import Settings
 from apwa_spark.delta import TableStore
+from apwa_spark.incremental import Increment
 from apwa_spark.plan.compiler import compile_plan
 from apwa_spark.plan.ir import Plan
 from apwa_spark.plan.step import Cardinality, PlanError, RunContext
@@ -111,8 +112,10 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id, options,
                          budget_url=budget.url if budget else None)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.schema or store.root}", flush=True)
-        run = RunContext(job, store)
-        store.write(compile_plan(spread(df, job.tasks), plan, run), "result")
+        run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key))
+        result = compile_plan(spread(df, job.tasks), plan, run)
+        if run.increment is None or any(t.committed for t in run.tables) or not store.exists("result"):
+            store.write(result, "result")
         errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
     return PlanRun(job.run_id, store.root, store.read("result"), run.tables, errors, time.monotonic() - started)

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
     from apwa_spark.delta import TableStore
+    from apwa_spark.incremental import Increment
     from apwa_spark.runs import JobContext, TableStats
 
 ENTRY_POINT_GROUP = "apwa_spark.steps"
@@ -106,6 +107,11 @@ class StepConfig(BaseModel):
         """Columns the step removes."""
         return []
 
+    def row_key(self) -> list[str]:
+        """A source step's columns whose values name one of its rows (an incremental run's
+        ``input_key``, :mod:`apwa_spark.incremental`); [] for other steps."""
+        return []
+
     def columns_after(self, available: list[str]) -> list[str]:
         """The columns the next step sees, given the ``available`` ones before this step."""
         kept = [c for c in available if c not in self.drops()]
@@ -172,12 +178,15 @@ class RunContext:
     """What a compile function gets on the driver: the job (plain data, shipped into UDF closures),
     the run's table store (driver only: reducing and materialized steps write their tables there),
     ``writers`` (column ──► the step that wrote it, so a step finds the ``<step>_meta`` of its input)
-    and ``tables`` (what the run has written so far, in order; appended to by the steps)."""
+    ``tables`` (what the run has written so far, in order; appended to by the steps) and, for a plan
+    that ends in a reduce, its ``increment`` (:class:`apwa_spark.incremental.Increment`: what the
+    run keeps of the output's last run)."""
 
     job: "JobContext"
     store: "TableStore | None" = None
     writers: dict[str, str] = field(default_factory=dict)
     tables: list["TableStats"] = field(default_factory=list)
+    increment: "Increment | None" = None
 
     def input_meta(self, column: str) -> str | None:
         """``<step>_meta`` of the step that wrote ``column``; None for an input column."""

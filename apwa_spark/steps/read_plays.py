@@ -46,6 +46,9 @@ class ReadPlaysStep(StepConfig):
     def text_output(self) -> str | None:
         return "text"
 
+    def row_key(self) -> list[str]:
+        return ["play", "scene_id"]
+
 
 def compile_read_plays(df: DataFrame, name: str, step: ReadPlaysStep, run: RunContext) -> DataFrame:
     """The scenes DataFrame (:func:`apwa_spark.plays.read_plays`); ``df`` is not used."""

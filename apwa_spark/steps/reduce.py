@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
 
 from apwa_spark.hierarchy import MAX_ROUNDS, USABLE, Child, ReduceDidNotConverge, pack_children, reduce_groups, run_rounds
+from apwa_spark.incremental import INPUT_HASH, INPUT_KEY, node_hash
 from apwa_spark.llm.client import Completion
 from apwa_spark.plan import agents
 from apwa_spark.plan.step import (CHARS_PER_TOKEN, Cardinality, Estimate, InputStats, PlanError, PlannerSpec,
@@ -37,6 +38,8 @@ NODE_FIELDS = [
     StructField("node_id", StringType()),
     StructField("ordinal", LongType()),
     StructField("children", ArrayType(StringType())),
+    StructField("content_hash", StringType()),
+    StructField("input_key", StringType()),
 ]
 
 
@@ -138,6 +141,11 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     ``mapInPandas``: each task reduces all the groups of its partition in one engine call, so their
     LLM calls are in flight together (up to ``llm.concurrency``), not one group's one to three.
 
+    With ``run.increment`` (:mod:`apwa_spark.incremental`), the leaves the output's last run left as
+    they are join the new ones, each round runs beside the last run's rows of its table and keeps
+    a parent whose id and content hash are unchanged, and every table is updated with one MERGE on
+    ``node_id`` (none when nothing changed).
+
     Returns:
         with ``levels``: the top level's node table; else the group keys, ``<output>`` and ``<name>_meta``.
 
@@ -147,17 +155,26 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     text = text_column(name, step)
     keys = step.keys()
     leaf = step.leaf_level or name
-    table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", _leaves(df, name, step, text, leaf, run))
+    increment = run.increment if run.increment and run.increment.reuse else None
+    how = "merge" if increment else "overwrite"
+    leaves = _leaves(df, name, step, text, leaf, run)
+    if increment and increment.kept is not None:
+        leaves = leaves.unionByName(increment.kept)
+    leaves = _ranked(leaves, step)
+    table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", leaves, how=how, run_id=run.job.run_id)
     schema = node_schema(StructType([table.schema[k] for k in keys]), step.output)
     for level in step.hierarchy(name):
         def write_round(round_no: int, level: Level = level) -> str:
             nonlocal table
-            source = table
+            source, round_name = table.select(*schema.fieldNames()), f"{level.name}_r{round_no}"  # less a leaf's order_<i>
             fn = _reduce_partition_fn(step, level, keys, text, round_no, run.job)
+            last = increment.last_round(run.store, round_name, schema.fieldNames()) if increment else None
+            rows = source.unionByName(last) if last is not None else source  # the last run's nodes, to keep
             parts = max(1, min(run.job.tasks, run.tables[-1].rows)) if level.group_by else 1
-            spread = source.repartition(parts, *level.group_by) if level.group_by else source.repartition(1)
-            table = write_table(run.store, run.tables, f"{level.name}_r{round_no}", spread.mapInPandas(fn, schema), source)
-            return f"{level.name}_r{round_no}"
+            spread = rows.repartition(parts, *level.group_by) if level.group_by else rows.repartition(1)
+            table = write_table(run.store, run.tables, round_name, spread.mapInPandas(fn, schema), source, how,
+                                run.job.run_id)
+            return round_name
 
         try:
             run_rounds(write_round, lambda _: _groups_left(table, level.group_by), f"reduce step {name!r}, level {level.name!r}")
@@ -192,13 +209,21 @@ def _groups_left(table: DataFrame, keys: list[str]) -> bool:
 
 
 def _ordinal(step: ReduceStep) -> Column:
-    """Document order as one long: the ``order_by`` column, its rank when there are several (one
-    window over all rows), or the row's position."""
+    """Document order as one long: the ``order_by`` column, or the row's position. With several
+    columns this is the first, until :func:`_ranked` replaces it by their rank."""
     if not step.order_by:
         return F.monotonically_increasing_id()
-    if len(step.order_by) == 1:
-        return F.col(step.order_by[0]).cast("long")
-    return F.row_number().over(Window.orderBy(*[F.col(c).asc_nulls_first() for c in step.order_by])).cast("long") - 1
+    return F.col(step.order_by[0]).cast("long")
+
+
+def _ranked(leaves: DataFrame, step: ReduceStep) -> DataFrame:
+    """With several ``order_by`` columns, each leaf's ``ordinal`` becomes the rank of their values,
+    which the leaf table keeps as ``order_0``, ``order_1`` … (one window over every leaf, so that an
+    incremental run ranks its new leaves among the kept ones as a full run would)."""
+    if len(step.order_by) < 2:
+        return leaves
+    order = [F.col(f"order_{i}").asc_nulls_first() for i in range(len(step.order_by))]
+    return leaves.withColumn("ordinal", (F.row_number().over(Window.orderBy(*order)) - 1).cast("long"))
 
 
 def _leaves(df: DataFrame, name: str, step: ReduceStep, text: str, leaf: str, run: RunContext) -> DataFrame:
@@ -206,9 +231,19 @@ def _leaves(df: DataFrame, name: str, step: ReduceStep, text: str, leaf: str, ru
     job = run.job
     meta = run.input_meta(text)
     ordinal = _ordinal(step)
-    ids = F.concat_ws("#", *[F.col(c).cast("string") for c in step.leaf_id]) if step.leaf_id else ordinal.cast("string")
+    keyed = INPUT_KEY in df.columns
+    if step.leaf_id:
+        ids = F.concat_ws("#", *[F.col(c).cast("string") for c in step.leaf_id])
+    elif keyed:  # stable across runs, unlike an ordinal: the row's key and its place among the row's pieces
+        order = [F.col(c).asc_nulls_first() for c in step.order_by] or [F.col(text).asc_nulls_first()]
+        ids = F.concat_ws("#", F.col(INPUT_KEY), F.row_number().over(Window.partitionBy(INPUT_KEY).orderBy(*order)))
+    else:
+        ids = ordinal.cast("string")
+    lineage = [F.col(INPUT_HASH).alias("__hash"), F.col(INPUT_KEY).alias("__key")] if keyed else \
+        [F.lit(None).cast("string").alias("__hash"), F.lit(None).cast("string").alias("__key")]
+    orders = [F.col(c).alias(f"order_{i}") for i, c in enumerate(step.order_by)] if len(step.order_by) > 1 else []
     framed = df.select(*step.keys(), F.col(text).cast("string").alias("__text"), ordinal.alias("ordinal"), ids.alias("__id"),
-                       *([F.col(meta).alias("__meta")] if meta in df.columns else []))
+                       *lineage, *orders, *([F.col(meta).alias("__meta")] if meta in df.columns else []))
     blank = F.col("__text").isNull() | (F.trim(F.col("__text")) == "")
     if "__meta" in framed.columns:
         calls = {f.name: F.col(f"__meta.{f.name}") for f in CALL_FIELDS + PROVENANCE_FIELDS}
@@ -220,20 +255,26 @@ def _leaves(df: DataFrame, name: str, step: ReduceStep, text: str, leaf: str, ru
                  "step": F.lit(name), "model": F.lit(None), "endpoint_host": F.lit(None), "template_hash": F.lit(None)}
     schema = node_schema(StructType([df.schema[k] for k in step.keys()]), step.output)
     values = {**calls, "level": F.lit(leaf), "round": F.lit(0), "node_id": F.concat(F.lit(f"{leaf}:"), "__id"),
-              "children": F.array("__id"), step.output: F.col("__text"), f"{step.output}_tokens": F.lit(None),
+              "children": F.array("__id"), "content_hash": F.col("__hash"), "input_key": F.col("__key"),
+              step.output: F.col("__text"), f"{step.output}_tokens": F.lit(None),
               "failed_inputs": F.when(calls["status"] == "error", 1).otherwise(0)}
     values["ordinal"] = F.col("ordinal")
     return framed.select(*step.keys(), *[values[f.name].cast(f.dataType).alias(f.name)
-                                         for f in schema.fields[len(step.keys()):]])
+                                         for f in schema.fields[len(step.keys()):]],
+                         *[c for c in framed.columns if c.startswith("order_")])
 
 
 def _reduce_partition_fn(step: ReduceStep, level: Level, keys: list[str], text: str, round_no: int, job: JobContext):
     """The pandas function of one round of ``level`` over a partition: the nodes of its groups ──►
-    their parent nodes, every group of the partition through one :func:`reduce_groups` call."""
+    their parent nodes, every group of the partition through one :func:`reduce_groups` call. Rows
+    of the partition that are this round's own nodes (its level and round) are the last run's: a
+    parent whose id and ``content_hash`` they hold is kept as it was, without a call
+    (:mod:`apwa_spark.incremental`)."""
     prompt = level.prompt or step.prompt
     template = prompt.template() if prompt else agents.MAP_TEMPLATE
     tidy = bool(prompt and prompt.tidy)
     hashed = template_hash(step.template + (prompt.model_dump_json() if prompt else ""))
+    salt = f"{hashed}|{step.max_tokens}|{job.settings.llm.model}"
     out, out_tokens = step.output, f"{step.output}_tokens"
 
     def reduce_partition(batches):
@@ -241,11 +282,25 @@ def _reduce_partition_fn(step: ReduceStep, level: Level, keys: list[str], text: 
         if not frames:
             return
         part = pd.concat(frames, ignore_index=True)
+        last_run = (part["level"] == level.name) & (part["round"] == round_no)
+        kept = {r["node_id"]: r for r in part[last_run].to_dict("records") if _keepable(r)}
+        part = part[~last_run]
         parts = [g for _, g in part.groupby(level.group_by, dropna=False, sort=False)] if level.group_by else [part]
         groups = [g.sort_values("ordinal", kind="stable", na_position="first").reset_index(drop=True) for g in parts]
         client = job.client()
         children = _children(groups, out, out_tokens, client)
         fields = [{k: g[k].iloc[0] for k in level.group_by} for g in groups]
+        bases = [f"{level.name}:{'/'.join(str(f[k]) for k in level.group_by) or 'all'}:r{round_no}" for f in fields]
+
+        def held(g: int, n: int, count: int, members: list[int]) -> dict | None:
+            """The last run's row of this parent, when its id and content hash are unchanged."""
+            row = kept.get(bases[g] + (f".{n}" if count > 1 else ""))
+            digest = node_hash(salt, _lineage(groups[g], members))
+            return row if row is not None and row["content_hash"] == digest else None
+
+        def known(g: int, n: int, count: int, members: list[int]) -> Completion | None:
+            row = held(g, n, count, members)
+            return Completion(text=row[out], status=row["status"]) if row is not None else None
 
         def call(batches: list[list[str]], owners: list[int]) -> list[Completion]:
             prompts = [step.template.format_map({**fields[o], text: numbered(b)}) for b, o in zip(batches, owners)]
@@ -253,13 +308,27 @@ def _reduce_partition_fn(step: ReduceStep, level: Level, keys: list[str], text: 
                     for r in agents.map_rows(prompts, step.max_tokens, job.settings, client, template, tidy)]
 
         rows = []
-        for group, field_values, parents in zip(groups, fields, reduce_groups(children, step.token_budget, call, keyed=True)):
-            base = f"{level.name}:{'/'.join(str(field_values[k]) for k in level.group_by) or 'all'}:r{round_no}"
-            rows += [_node(group, p.children, p.completion, p.failed_inputs, keys, level, round_no,
-                           base + (f".{n}" if len(parents) > 1 else ""), hashed, out, job) for n, p in enumerate(parents)]
+        for g, (group, parents) in enumerate(zip(groups, reduce_groups(children, step.token_budget, call, True, known))):
+            for n, p in enumerate(parents):
+                node_id = bases[g] + (f".{n}" if len(parents) > 1 else "")
+                rows.append(held(g, n, len(parents), p.children) or _node(
+                    group, p.children, p.completion, p.failed_inputs, keys, level, round_no, node_id, hashed,
+                    node_hash(salt, _lineage(group, p.children)), out, job))
         yield pd.DataFrame(rows, columns=list(part.columns))
 
     return reduce_partition
+
+
+def _keepable(row: dict) -> bool:
+    """A node an incremental run may keep: it has an answer, or is an error that needed no call
+    (all its children failed); not a failed call or one left unevaluated, which a re-run retries."""
+    return row["status"] in USABLE or row["error_class"] == "ChildrenFailed"
+
+
+def _lineage(group: pd.DataFrame, members: list[int]) -> list[tuple[str, str | None, str | None]]:
+    """``(node_id, content_hash, status)`` of a parent's children, in document order (:func:`node_hash`)."""
+    rows = group.iloc[members]
+    return list(zip(rows["node_id"], rows["content_hash"], rows["status"]))
 
 
 def _children(groups: list[pd.DataFrame], out: str, out_tokens: str, client) -> list[list[Child]]:
@@ -275,7 +344,7 @@ def _children(groups: list[pd.DataFrame], out: str, out_tokens: str, client) -> 
 
 
 def _node(group: pd.DataFrame, members: list[int], c: Completion, failed_inputs: int, keys: list[str], level: Level,
-          round_no: int, node_id: str, hashed: str, out: str, job: JobContext) -> dict:
+          round_no: int, node_id: str, hashed: str, content_hash: str, out: str, job: JobContext) -> dict:
     """One parent node's row (:func:`node_schema`)."""
     first = group.iloc[members[0]]
     ordinals = group["ordinal"].iloc[members].dropna()
@@ -283,6 +352,7 @@ def _node(group: pd.DataFrame, members: list[int], c: Completion, failed_inputs:
     return {**{k: first[k] if k in level.group_by else None for k in keys},
             "level": level.name, "round": round_no, "node_id": node_id,
             "ordinal": int(ordinals.min()) if len(ordinals) else None, "children": group["node_id"].iloc[members].tolist(),
+            "content_hash": content_hash, "input_key": None,
             "run_id": job.run_id, "plan_id": job.plan_id, "step": f"{level.name}_r{round_no}",
             "model": job.settings.llm.model, "endpoint_host": job.endpoint_host, "template_hash": hashed,
             out: c.text if usable else None, f"{out}_tokens": c.text_tokens if usable else 0,

@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from pyspark.sql import DataFrame
 
+from apwa_spark.incremental import INPUT_HASH, INPUT_KEY
 from apwa_spark.plan.step import (Cardinality, Estimate, InputStats, PlannerSpec, PlanningContext, RunContext, StepConfig,
                                   StepKind)
 
@@ -27,9 +28,10 @@ class SelectStep(StepConfig):
 
 
 def compile_select(df: DataFrame, name: str, step: SelectStep, run: RunContext) -> DataFrame:
-    """``df.select(*columns)``, keeping any ``<step>_meta`` columns of earlier LLM steps (provenance)."""
-    metas = [c for c in df.columns if c.endswith("_meta") and c not in step.columns]
-    return df.select(*step.columns, *metas)
+    """``df.select(*columns)``, keeping any ``<step>_meta`` columns of earlier LLM steps (provenance)
+    and an incremental run's ``input_key``/``input_hash`` (:mod:`apwa_spark.incremental`)."""
+    kept = [c for c in df.columns if (c.endswith("_meta") or c in (INPUT_KEY, INPUT_HASH)) and c not in step.columns]
+    return df.select(*step.columns, *kept)
 
 
 def estimate_select(step: SelectStep, stats: InputStats) -> Estimate:

@@ -1,0 +1,132 @@
+"""Incremental hierarchical runs (issue 18, item 1): a re-run of the summarize job into the same
+output recomputes only the changed leaves and their ancestors, updates the level tables with
+MERGE, keeps every other node as it was, and writes no version when nothing changed. Real Spark,
+native Delta, the real embedded model behind the proxy that counts every completion request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from apwa_spark.plays import available_plays
+from apwa_spark.runs import CACHE
+from apwa_spark.summarize import summarize_play
+from apwa_spark.testing.faulty_endpoint import FaultyEndpoint
+
+pytestmark = pytest.mark.model
+
+#: The node tables of a two-act play whose groups each fit one round, and the result.
+TABLES = ["chunks", "chunk", "scene_r1", "act_r1", "play_r1", "result"]
+
+
+def _play(path: Path, scenes: dict[str, dict[str, str]]) -> Path:
+    """A play file: act ──► scene heading ──► text."""
+    lines = ["# Romeo and Juliet (incremental)", ""]
+    for act, acts in scenes.items():
+        lines += [f"## {act}", ""] + [f"### {name}\n\n{text}\n" for name, text in acts.items()]
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    """Four short passages of real text (Romeo and Juliet's opening scene), about a chunk each."""
+    source = available_plays()["romeo-and-juliet"].read_text(encoding="utf-8")
+    scene = source.split("\n## ")[1].split("\n### ")[2]
+    body = scene[scene.index("\n"):]
+    return [body[i * 330:(i + 1) * 330].strip() for i in range(4)]
+
+
+def _scenes(texts: list[str], edited: str | None = None, without: str | None = None) -> dict:
+    scenes = {"ACT I": {"SCENE I. Verona.": texts[0], "SCENE II. A street.": texts[1]},
+              "ACT II": {"SCENE I. A lane.": texts[2], "SCENE II. A garden.": texts[3]}}
+    if edited:
+        scenes["ACT II"]["SCENE II. A garden."] = edited
+    if without:
+        del scenes["ACT I"][without]
+    return scenes
+
+
+def _versions(out: Path) -> dict[str, int]:
+    """Every Delta table under ``out`` (the job's tables, its cache and dead letter) ──► its version."""
+    return {p.parent.name: DeltaTable(str(p.parent)).version() for p in out.glob("*/_delta_log")}
+
+
+def _rows(spark, out: Path, table: str) -> dict[str, dict]:
+    return {r["node_id"]: r.asDict() for r in spark.read.format("delta").load(str(out / table)).collect()}
+
+
+def test_an_edit_recomputes_its_leaves_and_ancestors_only_and_an_unchanged_rerun_writes_nothing(
+        spark, settings, endpoint, texts, tmp_path):
+    play, out = tmp_path / "romeo-incremental.md", tmp_path / "out"
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
+        first = summarize_play(str(_play(play, _scenes(texts))), out, spark, local)
+        assert first.root["status"] == "ok" and proxy.requests > 0
+        before = _versions(out)
+        assert set(TABLES) <= set(before)
+
+        paid = proxy.requests
+        again = summarize_play(str(play), out, spark, local)  # nothing changed
+        assert proxy.requests == paid  # no call, not even one answered by the cache
+        assert _versions(out) == before  # no table, cache or dead letter got a version
+        assert again.root["node_id"] == first.root["node_id"] and again.root["summary"] == first.root["summary"]
+        assert all(not t.committed and t.kept == t.rows for t in again.levels if t.table != "chunks")
+
+        old = {t: _rows(spark, out, t) for t in TABLES[1:-1]}
+        edited = summarize_play(str(_play(play, _scenes(texts, edited=texts[3][::-1]))), out, spark, local)
+        calls = proxy.requests - paid
+    new = {t: _rows(spark, out, t) for t in TABLES[1:-1]}
+    remade = {t: sorted(i for i, r in rows.items() if r["run_id"] == edited.run_id) for t, rows in new.items()}
+    # the edited scene's leaves, its scene node, its act and the play: nothing else was made again
+    scene = "romeo-incremental/ACT II/SCENE II"
+    assert remade["chunk"] == sorted(i for i in new["chunk"] if i.startswith(f"chunk:{scene}#")) != []
+    assert remade["scene_r1"] == [f"scene:romeo-incremental/ACT II/{scene}:r1"]
+    assert remade["act_r1"] == ["act:romeo-incremental/ACT II:r1"]
+    assert remade["play_r1"] == ["play:romeo-incremental:r1"] == list(new["play_r1"])
+    # what the run paid is exactly what those rows record, and none of it came from the cache
+    remade_rows = [new[t][i] for t, ids in remade.items() for i in ids]
+    assert calls == sum(r["llm_calls"] for r in remade_rows) > 0
+    assert not any(r["from_cache"] for r in remade_rows)
+    # every other node is the first run's row, as it was
+    for table, rows in new.items():
+        for node_id, row in rows.items():
+            if node_id not in remade[table]:
+                assert row == old[table][node_id], (table, node_id)
+    # each level table got one commit (a MERGE), and the history says so
+    after = _versions(out)
+    assert all(after[t] == before[t] + 1 for t in TABLES), (before, after)
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{out / 'scene_r1'}` LIMIT 1").first()
+    assert history["operation"] == "MERGE" and history["operationMetrics"]["numTargetRowsUpdated"] == "1"
+
+    # a full run of the edited input (same answers, from the shared cache) gives the same tables
+    full = tmp_path / "full"
+    whole = settings.with_overrides(**{"spark.apwa.cache.path": str(out / CACHE)})
+    summarize_play(str(play), full, spark, whole)
+    for table in TABLES[1:-1]:
+        mine, theirs = new[table], _rows(spark, full, table)
+        assert set(mine) == set(theirs), table
+        for node_id in mine:
+            for column in ("children", "summary", "status", "content_hash", "ordinal"):
+                assert mine[node_id][column] == theirs[node_id][column], (table, node_id, column)
+
+
+def test_a_deleted_scene_leaves_the_tables_and_its_ancestors_lineage(spark, settings, texts, tmp_path):
+    play, out = tmp_path / "romeo-incremental.md", tmp_path / "out"
+    summarize_play(str(_play(play, _scenes(texts))), out, spark, settings)
+    scene = "romeo-incremental/ACT I/SCENE II"
+    assert any(scene in i for i in _rows(spark, out, "scene_r1"))
+    version = DeltaTable(str(out / "scene_r1")).version()
+
+    rerun = summarize_play(str(_play(play, _scenes(texts, without="SCENE II. A street."))), out, spark, settings)
+    scenes, acts = _rows(spark, out, "scene_r1"), _rows(spark, out, "act_r1")
+    assert not any(scene in i for i in scenes) and not any("ACT I/SCENE II" in i for i in _rows(spark, out, "chunk"))
+    act = next(r for i, r in acts.items() if i.startswith("act:romeo-incremental/ACT I:"))
+    assert act["run_id"] == rerun.run_id and not any("SCENE II" in c for c in act["children"])
+    assert all(c in scenes for c in act["children"])
+    # the scene table's change feed shows the deleted node, by the MERGE that deleted it
+    changes = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", version + 1)
+               .load(str(out / "scene_r1")).filter("_change_type = 'delete'").select("node_id").collect())
+    assert [r["node_id"] for r in changes] == [f"scene:romeo-incremental/ACT I/{scene}:r1"]
