@@ -32,6 +32,7 @@ import json
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 from urllib.parse import urlsplit
@@ -227,15 +228,11 @@ class TableStore:
 
         return DeltaTable.is_deltatable(self.location(name), storage_options=dict(self.storage_options) or None)
 
-    def version(self, name: str) -> int:
-        """The table's current version (its latest commit)."""
-        if self.engine == "native":
-            from delta.tables import DeltaTable
-
-            table = DeltaTable.forName(self.spark, self.location(name)) if self.schema else \
-                DeltaTable.forPath(self.spark, self.location(name))
-            return int(table.history(1).first()["version"])
-        return _open(self.location(name), self.storage_options).version()
+    def commit_metadata(self, name: str) -> str | None:
+        """The ``userMetadata`` of the table's latest commit (native path; None on the fallback)."""
+        if self.engine != "native" or not self.exists(name):
+            return None
+        return _history(self.spark, self.location(name))["userMetadata"]
 
     def merge(self, df: DataFrame, name: str, on: str, changed: str) -> None:
         """Make the table ``name`` hold exactly ``df``'s rows, in one MERGE commit on the unique key
@@ -247,16 +244,76 @@ class TableStore:
         """
         condition = f"t.`{on}` = s.`{on}`"
         if self.engine == "native":
-            from delta.tables import DeltaTable
-
-            table = DeltaTable.forName(self.spark, self.location(name)) if self.schema else \
-                DeltaTable.forPath(self.spark, self.location(name))
-            (table.alias("t").merge(df.alias("s"), condition).whenMatchedUpdateAll(changed)
+            (_native_table(self.spark, self.location(name)).alias("t").merge(df.alias("s"), condition).whenMatchedUpdateAll(changed)
              .whenNotMatchedInsertAll().whenNotMatchedBySourceDelete().execute())
             return
         (_open(self.location(name), self.storage_options)
          .merge(df.toArrow(), condition, source_alias="s", target_alias="t")
          .when_matched_update_all(changed).when_not_matched_insert_all().when_not_matched_by_source_delete().execute())
+
+
+def _native_table(spark: SparkSession, location: str):
+    """delta-spark's ``DeltaTable`` of a path/URI or a catalog table name."""
+    from delta.tables import DeltaTable
+
+    is_path = "/" in location or ":" in location
+    return DeltaTable.forPath(spark, location) if is_path else DeltaTable.forName(spark, location)
+
+
+def _history(spark: SparkSession, location: str):
+    """The latest commit's row of ``DESCRIBE HISTORY`` (native path)."""
+    return _native_table(spark, location).history(1).first()
+
+
+@contextmanager
+def commit_metadata(spark: SparkSession, text: str | None):
+    """Delta commits made inside carry ``text`` as their ``userMetadata`` (native path; the session
+    conf ``spark.databricks.delta.commitInfo.userMetadata``, restored after)."""
+    key = "spark.databricks.delta.commitInfo.userMetadata"
+    if text is None:
+        yield
+        return
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, text)
+    try:
+        yield
+    finally:
+        spark.conf.unset(key) if before is None else spark.conf.set(key, before)
+
+
+@dataclass(frozen=True)
+class ChangeFeed:
+    """A native Delta table's Change Data Feed (``location``: a path/URI or a catalog table name)."""
+
+    spark: SparkSession = field(repr=False, compare=False)
+    location: str
+
+    @classmethod
+    def of(cls, spark: SparkSession, location: str | None) -> "ChangeFeed | None":
+        """The feed of ``location``, or None: no location, no native Delta, not a Delta table, or
+        ``delta.enableChangeDataFeed`` not on."""
+        if not location or not has_native_delta(spark):
+            return None
+        try:
+            properties = _native_table(spark, location).detail().first()["properties"]
+        except Exception:  # noqa: BLE001  (not a Delta table: a file, a folder of text, a view)
+            return None
+        return cls(spark, location) if str(properties.get(CDF, "")).lower() == "true" else None
+
+    def version(self) -> int:
+        """The table's current version."""
+        return int(_history(self.spark, self.location)["version"])
+
+    def changes(self, start: int, end: int) -> DataFrame:
+        """Every change of versions ``start`` to ``end`` (inclusive), with ``_change_type``.
+
+        Raises:
+            AnalysisException: the feed no longer holds ``start`` (vacuumed, or written before CDF was on).
+        """
+        reader = (self.spark.read.format("delta").option("readChangeFeed", "true")
+                  .option("startingVersion", start).option("endingVersion", end))
+        is_path = "/" in self.location or ":" in self.location
+        return reader.load(self.location) if is_path else reader.table(self.location)
 
 
 # ---- the delta-rs fallback ----------------------------------------------------------------------------

@@ -5,8 +5,8 @@ to the response cache:
 
 * **input rows** (:meth:`Increment.start`): each row gets ``input_key`` (its row key: the plan's
   ``--key`` column, or a source step's :meth:`~apwa_spark.plan.step.StepConfig.row_key`) and
-  ``input_hash`` (sha256 of the plan's steps before the reduce, the model, and the row's values as
-  JSON). The leaves of the last run whose ``(input_key, content_hash)`` is a current row's
+  ``input_hash`` (sha256 of the plan's row-level steps before the reduce, the model, and the row's
+  values as JSON). The leaves of the last run whose ``(input_key, content_hash)`` is a current row's
   ``(input_key, input_hash)``, and none of whose leaves failed or was left unevaluated, are kept;
   the row-level steps run over the other rows only. An input row gone (a deleted scene) keeps no
   leaf.
@@ -30,14 +30,16 @@ before it in document order) changes its hash, so that row is recomputed.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 from pyspark.sql import DataFrame
+from pyspark.errors import AnalysisException
 from pyspark.sql import functions as F
 
 from apwa_spark.config import Settings
-from apwa_spark.delta import TableStore
+from apwa_spark.delta import ChangeFeed, TableStore
 from apwa_spark.runs import write_table
 
 #: Columns every input row of an incremental plan carries through its row-level steps to the leaves.
@@ -58,51 +60,108 @@ class Increment:
     """An incremental run's view of the output's last run (see the module docstring).
 
     Attributes:
-        prefix: sha256 of the plan's steps before its reduce and of the model (part of every ``input_hash``).
+        prefix: sha256 of the plan's row-level steps before its reduce (not a source step) and of
+            the model (part of every ``input_hash``).
         leaf_table: the reduce's leaf table (its node ids and hashes are the last run's).
         key: the input columns whose values, joined by ``#``, are a row's ``input_key``.
+        source: where the input was read from (a path/URI or a catalog table), when known.
         reuse: False (``spark.apwa.run.incremental=false``): hashes are written, nothing is reused.
+        feed: after :meth:`start`, the input's Change Data Feed (a native Delta input with CDF on),
+            and ``input_version``, the version this run read.
         kept: after :meth:`start`, the last run's leaves kept as they are (None: none).
-        kept_rows: after :meth:`start`, ``(input_key, input_hash)`` of the input rows kept.
+        keep: after :meth:`start`, which rows of a table of the last run are kept (:meth:`_keep`).
     """
 
     prefix: str
     leaf_table: str
     key: list[str]
+    source: str | None = None
     reuse: bool = True
+    feed: ChangeFeed | None = None
+    input_version: int | None = None
     kept: DataFrame | None = None
-    kept_rows: DataFrame | None = None
+    keep: Callable[[DataFrame], DataFrame] | None = None
 
     @classmethod
-    def for_plan(cls, plan, settings: Settings, key: str | None) -> "Increment | None":
+    def for_plan(cls, plan, settings: Settings, key: str | None, source: str | None = None) -> "Increment | None":
         """The increment of ``plan`` (a :class:`~apwa_spark.plan.ir.Plan`) whose row key column is
-        ``key`` (None: its source step's row key); None for a plan that does not end in a reduce."""
+        ``key`` (None: its source step's row key), over the input read from ``source``; None for
+        a plan that does not end in a reduce. A source step is not part of :attr:`prefix`: its
+        rows are (adding a play to a ``read_plays`` step changes no other play's hashes)."""
         named = plan.named_steps()
         name, last = named[-1]
         if last.kind != "reduce":
             return None
-        before = "".join(step.model_dump_json() for _, step in named[:-1])
+        before = "".join(step.model_dump_json() for _, step in named[:-1]
+                         if step.cardinality.value != "source")
         prefix = hashlib.sha256(f"{before}|{settings.llm.model}".encode("utf-8")).hexdigest()
         columns = [key] if key else named[0][1].row_key()
-        return cls(prefix, last.leaf_level or f"{name}_r0", columns, settings.run.incremental)
+        return cls(prefix, last.leaf_level or f"{name}_r0", columns, source, settings.run.incremental)
 
     def start(self, df: DataFrame, store: TableStore) -> DataFrame:
         """``df`` with ``input_key`` and ``input_hash``, less the rows whose leaves the last run
-        left in ``store`` and this run keeps (:attr:`kept`); all of ``df`` on a first run."""
+        left in ``store`` and this run keeps (:attr:`kept`); all of ``df`` on a first run. The
+        changed rows come from the input's Change Data Feed since the version the last run read,
+        where it has one and the last run recorded that version (the leaf table's commit
+        metadata, :meth:`commit_note`); else from a diff of every row's key and hash against the
+        last run's leaves."""
         key = F.concat_ws("#", *[F.col(c).cast("string") for c in self.key])
         hashed = F.sha2(F.concat(F.lit(self.prefix), F.to_json(F.struct(*[F.col(c) for c in df.columns]))), 256)
-        df = df.withColumn(INPUT_KEY, key).withColumn(INPUT_HASH, hashed)
+        keyed = df.withColumn(INPUT_KEY, key).withColumn(INPUT_HASH, hashed)
+        if store.engine == "native" and all(c in df.columns for c in self.key):
+            self.feed = ChangeFeed.of(df.sparkSession, self.source)
+            self.input_version = self.feed.version() if self.feed else None
         last = self._last_leaves(store)
         if last is None:
-            return df
-        rows = df.select(F.col(INPUT_KEY).alias("__key"), F.col(INPUT_HASH).alias("__hash")).distinct()
+            return keyed
         retried = last.filter(F.col("status").isin(*RETRIED)).select("input_key").distinct()
+        changed = self._changed_keys(store)
+        if changed is not None:
+            redo = changed.unionByName(retried).distinct().localCheckpoint()
+            self.kept = last.join(redo, "input_key", "left_anti").localCheckpoint()  # pinned: the MERGE rewrites the table
+            self.keep = lambda table: table.join(redo, INPUT_KEY, "left_anti")
+            print(f"[apwa] incremental: {changed.count()} input rows changed since version {self._last_note(store)['input_version']} "
+                  f"of {self.source} (its Change Data Feed)", flush=True)
+            return keyed.join(redo, INPUT_KEY, "left_semi")
+        rows = keyed.select(F.col(INPUT_KEY).alias("__key"), F.col(INPUT_HASH).alias("__hash")).distinct()
         kept = (last.join(rows, (last.input_key == rows["__key"]) & (last.content_hash == rows["__hash"]), "left_semi")
                 .join(retried, "input_key", "left_anti"))
         self.kept = kept.localCheckpoint()  # pinned: this run's MERGE rewrites the leaf table
-        self.kept_rows = self.kept.select(F.col("input_key").alias(INPUT_KEY),
-                                          F.col("content_hash").alias(INPUT_HASH)).distinct()
-        return df.join(self.kept_rows, [INPUT_KEY, INPUT_HASH], "left_anti")
+        same = self.kept.select(F.col("input_key").alias(INPUT_KEY), F.col("content_hash").alias(INPUT_HASH)).distinct()
+        self.keep = lambda table: table.join(same, [INPUT_KEY, INPUT_HASH], "left_semi")
+        print("[apwa] incremental: input rows compared with the last run's leaves by key and hash", flush=True)
+        return keyed.join(same, [INPUT_KEY, INPUT_HASH], "left_anti")
+
+    def commit_note(self) -> str | None:
+        """The leaf table's commit metadata: the input and the version this run read, and the
+        prefix, so that the next run reads the input's changes since then; None without a feed."""
+        if self.feed is None:
+            return None
+        return json.dumps({"input": self.source, "input_version": self.input_version, "prefix": self.prefix})
+
+    def _last_note(self, store: TableStore) -> dict:
+        try:
+            return json.loads(store.commit_metadata(self.leaf_table) or "{}")
+        except ValueError:
+            return {}
+
+    def _changed_keys(self, store: TableStore) -> DataFrame | None:
+        """``input_key`` of every input row changed (inserted, updated, deleted) since the version
+        the last run read; None where the feed cannot tell (no feed, no note of the last run, other
+        steps before the reduce, or changes no longer in the feed)."""
+        note = self._last_note(store)
+        if self.feed is None or note.get("prefix") != self.prefix or note.get("input") != self.source:
+            return None
+        since = note.get("input_version")
+        if not isinstance(since, int) or since > self.input_version:
+            return None
+        key = F.concat_ws("#", *[F.col(c).cast("string") for c in self.key]).alias("input_key")
+        if since == self.input_version:
+            return self.feed.spark.createDataFrame([], "input_key string")
+        try:
+            return self.feed.changes(since + 1, self.input_version).select(key).distinct()
+        except AnalysisException:
+            return None
 
     def _last_leaves(self, store: TableStore) -> DataFrame | None:
         if not self.reuse or not store.exists(self.leaf_table):
@@ -116,15 +175,15 @@ class Increment:
         the last run's rows of the kept input rows and the new ones; it is rewritten (one commit)
         only when there are new rows or rows to drop."""
         store = run.store
-        if self.kept_rows is None or not store.exists(name) or INPUT_KEY not in store.read(name).columns:
+        if self.keep is None or not store.exists(name) or INPUT_KEY not in store.read(name).columns:
             return write_table(store, run.tables, name, df)
         new = df.localCheckpoint()  # computed once
         last = store.read(name)
-        if new.isEmpty() and last.join(self.kept_rows, [INPUT_KEY, INPUT_HASH], "left_anti").isEmpty():
+        kept = self.keep(last).select(*last.columns).localCheckpoint()  # read before the overwrite
+        if new.isEmpty() and kept.count() == last.count():
             write_table(store, run.tables, name, new, how="keep")
             return new
-        kept = last.join(self.kept_rows, [INPUT_KEY, INPUT_HASH], "left_semi").select(*last.columns)
-        write_table(store, run.tables, name, kept.unionByName(new).localCheckpoint())  # read before the overwrite
+        write_table(store, run.tables, name, kept.unionByName(new))
         return new
 
     def last_round(self, store: TableStore, name: str, columns: list[str]) -> DataFrame | None:

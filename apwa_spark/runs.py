@@ -38,7 +38,7 @@ from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, St
 
 from apwa_spark import storage
 from apwa_spark.config import Settings
-from apwa_spark.delta import TableStore
+from apwa_spark.delta import TableStore, commit_metadata
 from apwa_spark.llm.budget import BudgetServer
 from apwa_spark.llm.cache import ResponseCache
 from apwa_spark.llm.client import Completion, LLMClient
@@ -107,7 +107,8 @@ class TableStats:
 
 
 def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
-                source: DataFrame | None = None, how: str = "overwrite", run_id: str | None = None) -> DataFrame:
+                source: DataFrame | None = None, how: str = "overwrite", run_id: str | None = None,
+                note: str | None = None) -> DataFrame:
     """Write ``df`` as the Delta table ``name`` of ``store``, append its :class:`TableStats` to
     ``tables``, print a line of its figures (the run's progress), and return it read back.
 
@@ -120,9 +121,11 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
             no write, ``df`` is not used: the table as an earlier run left it.
         run_id: this run; with it, the figures count only the calls of rows this run made, and
             ``kept`` the rows an earlier run made.
+        note: the commit's ``userMetadata`` (native path), e.g. the input version an incremental run read.
     """
     started = time.monotonic()
-    committed = _write(store, name, df, how, run_id)
+    with commit_metadata(store.spark, note):
+        committed = _write(store, name, df, how, run_id)
     seconds = time.monotonic() - started
     table = store.read(name)
     stats = TableStats(table=name, path=store.location(name), seconds=seconds,

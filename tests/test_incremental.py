@@ -130,3 +130,52 @@ def test_a_deleted_scene_leaves_the_tables_and_its_ancestors_lineage(spark, sett
     changes = (spark.read.format("delta").option("readChangeFeed", "true").option("startingVersion", version + 1)
                .load(str(out / "scene_r1")).filter("_change_type = 'delete'").select("node_id").collect())
     assert [r["node_id"] for r in changes] == [f"scene:romeo-incremental/ACT I/{scene}:r1"]
+
+
+DOCS = ["The harbour froze in January and the ferries stopped.", "Fishermen mended nets in the old church hall.",
+        "A storm tore the roof off the lighthouse keeper's house.", "The bakery now sells bread made with seaweed.",
+        "Tourists queue for an hour for the cliff-top cafe.", "The new bike lane runs along the sea wall."]
+PLAN = ("steps:\n"
+        "  - {kind: map, template: 'Name the topic in three words: {text}', output: topic, max_tokens: 12}\n"
+        "  - {kind: reduce, template: 'Summarize these topics in one sentence: {topic}', group_by: [town], order_by: id,"
+        " output: summary, max_tokens: 24}\n")
+
+
+def test_a_delta_input_is_diffed_through_its_change_data_feed(spark, settings, endpoint, tmp_path, capsys):
+    from apwa_spark.delta import write_delta
+    from apwa_spark.inputs import read_input, source_of
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.plan.run import execute_plan
+
+    docs, out = str(tmp_path / "docs"), tmp_path / "out"
+    rows = [(i, "Avon" if i <= 3 else "Bree", text) for i, text in enumerate(DOCS, 1)]
+    write_delta(spark.createDataFrame(rows, "id long, town string, text string"), docs)  # Change Data Feed on
+    plan = Plan.parse(PLAN)
+    with FaultyEndpoint(endpoint.base_url) as proxy:
+        local = settings.with_overrides(**{"spark.apwa.llm.baseUrl": proxy.base_url})
+        run = lambda: execute_plan(spark, read_input(spark, docs), plan, str(out), local, source=source_of(spark, docs))
+        run()
+        paid = proxy.requests
+        failed = {i for i, r in _rows(spark, out, "reduce1_r0").items() if r["status"] == "error"}  # retried, too
+        spark.sql(f"UPDATE delta.`{docs}` SET text = 'The ferry to the island now runs at night.' WHERE id = 5")
+        capsys.readouterr()
+        second = run()
+        calls = proxy.requests - paid
+        assert "1 input rows changed since version 0" in capsys.readouterr().out  # read from the feed, not a diff
+        leaves, groups = _rows(spark, out, "reduce1_r0"), _rows(spark, out, "reduce1_r1")
+        remade = sorted(i for t in (leaves, groups) for i, r in t.items() if r["run_id"] == second.run_id)
+        redone = failed | {"reduce1:5#1"}  # the edited row (and rows whose call failed); others kept as they were
+        towns = {"Avon" if int(i.split(":")[1].split("#")[0]) <= 3 else "Bree" for i in redone}
+        # the edited row's group; a group whose retried row failed again has unchanged children, so it is kept
+        assert "reduce1:Bree:r1" in remade and set(remade) - redone <= {f"reduce1:{t}:r1" for t in towns}
+        assert set(remade) & set(leaves) == redone
+        assert calls == sum(t[i]["llm_calls"] for t in (leaves, groups) for i in remade if i in t) >= 2
+
+        paid, versions = proxy.requests, _versions(out)
+        third = run()  # the input is unchanged since the second run
+        assert "0 input rows changed" in capsys.readouterr().out
+    failed = sorted(i for i, r in leaves.items() if r["status"] == "error")  # a failed call is retried, nothing else
+    again = sorted(i for i, r in _rows(spark, out, "reduce1_r0").items() if r["run_id"] == third.run_id)
+    assert again == failed
+    if not failed:
+        assert proxy.requests == paid and _versions(out) == versions

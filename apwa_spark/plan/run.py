@@ -112,7 +112,7 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id, options,
                          budget_url=budget.url if budget else None)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.schema or store.root}", flush=True)
-        run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key))
+        run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key, source))
         result = compile_plan(spread(df, job.tasks), plan, run)
         if run.increment is None or any(t.committed for t in run.tables) or not store.exists("result"):
             store.write(result, "result")

@@ -161,7 +161,8 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     if increment and increment.kept is not None:
         leaves = leaves.unionByName(increment.kept)
     leaves = _ranked(leaves, step)
-    table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", leaves, how=how, run_id=run.job.run_id)
+    table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", leaves, how=how, run_id=run.job.run_id,
+                        note=increment.commit_note() if increment else None)
     schema = node_schema(StructType([table.schema[k] for k in keys]), step.output)
     for level in step.hierarchy(name):
         def write_round(round_no: int, level: Level = level) -> str:
