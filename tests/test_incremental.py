@@ -179,3 +179,28 @@ def test_a_delta_input_is_diffed_through_its_change_data_feed(spark, settings, e
     assert again == failed
     if not failed:
         assert proxy.requests == paid and _versions(out) == versions
+
+
+@pytest.mark.parametrize("engine", ["native", "deltars"])
+def test_a_merge_write_commits_once_what_changed_and_nothing_when_nothing_did(spark, tmp_path, engine):
+    from apwa_spark.delta import TableStore
+    from apwa_spark.runs import write_table
+
+    store, tables = TableStore.create(spark, str(tmp_path / "out"), engine), []
+    rows = lambda *r: spark.createDataFrame([(*x, 1, 0, 0, 0, False) for x in r],  # noqa: E731
+                                            "node_id string, run_id string, status string, summary string, llm_calls int, "
+                                            "prompt_tokens long, completion_tokens long, cached_tokens long, from_cache boolean")
+    version = lambda: DeltaTable(str(tmp_path / "out" / "t")).version()
+    write_table(store, tables, "t", rows(("a", "r1", "ok", "A"), ("b", "r1", "ok", "B"), ("c", "r1", "ok", "C")),
+                how="merge", run_id="r1")
+    first = version()
+    write_table(store, tables, "t", rows(("a", "r1", "ok", "A"), ("b", "r1", "ok", "B"), ("c", "r1", "ok", "C")),
+                how="merge", run_id="r2")  # every row kept from run r1
+    assert version() == first and not tables[-1].committed and tables[-1].kept == 3
+    write_table(store, tables, "t", rows(("a", "r1", "ok", "A"), ("b", "r3", "ok", "B2"), ("d", "r3", "ok", "D")),
+                how="merge", run_id="r3")  # b made again, c gone, d new
+    assert version() == first + 1 and tables[-1].committed and tables[-1].kept == 1 and tables[-1].llm_calls == 2
+    assert sorted(tuple(r)[:4] for r in store.read("t").collect()) == [
+        ("a", "r1", "ok", "A"), ("b", "r3", "ok", "B2"), ("d", "r3", "ok", "D")]
+    history = DeltaTable(str(tmp_path / "out" / "t")).history(1)[0]
+    assert history["operation"] == "MERGE"
