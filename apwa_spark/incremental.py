@@ -115,14 +115,24 @@ class Increment:
         if last is None:
             return keyed
         retried = last.filter(F.col("status").isin(*RETRIED)).select("input_key").distinct()
+        since = self._last_note(store).get("input_version")
         changed = self._changed_keys(store)
-        if changed is not None:
-            redo = changed.unionByName(retried).distinct().localCheckpoint()
-            self.kept = last.join(redo, "input_key", "left_anti").localCheckpoint()  # pinned: the MERGE rewrites the table
-            self.keep = lambda table: table.join(redo, INPUT_KEY, "left_anti")
-            print(f"[apwa] incremental: {changed.count()} input rows changed since version {self._last_note(store)['input_version']} "
-                  f"of {self.source} (its Change Data Feed)", flush=True)
-            return keyed.join(redo, INPUT_KEY, "left_semi")
+        if changed is None:
+            return self._by_hash(keyed, last, retried)
+        print(f"[apwa] incremental: {changed.count()} input rows changed since version {since} of {self.source} "
+              "(its Change Data Feed)", flush=True)
+        return self._by_feed(keyed, last, changed.unionByName(retried).distinct().localCheckpoint())
+
+    def _by_feed(self, keyed: DataFrame, last: DataFrame, redo: DataFrame) -> DataFrame:
+        """The rows whose key is in ``redo`` (changed in the feed, or a leaf failed); every other
+        leaf is kept."""
+        self.kept = last.join(redo, "input_key", "left_anti").localCheckpoint()  # pinned: the MERGE rewrites the table
+        self.keep = lambda table: table.join(redo, INPUT_KEY, "left_anti")
+        return keyed.join(redo, INPUT_KEY, "left_semi")
+
+    def _by_hash(self, keyed: DataFrame, last: DataFrame, retried: DataFrame) -> DataFrame:
+        """The rows whose key and hash match no leaf of the last run (or whose leaves failed); the
+        matching leaves are kept."""
         rows = keyed.select(F.col(INPUT_KEY).alias("__key"), F.col(INPUT_HASH).alias("__hash")).distinct()
         kept = (last.join(rows, (last.input_key == rows["__key"]) & (last.content_hash == rows["__hash"]), "left_semi")
                 .join(retried, "input_key", "left_anti"))

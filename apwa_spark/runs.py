@@ -125,12 +125,12 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     """
     started = time.monotonic()
     with commit_metadata(store.spark, note):
-        committed = _write(store, name, df, how, run_id)
+        committed, rows = _write(store, name, df, how, run_id)
     seconds = time.monotonic() - started
     table = store.read(name)
     stats = TableStats(table=name, path=store.location(name), seconds=seconds,
                        input_files=source.inputFiles() if source is not None else [], columns=table.columns,
-                       committed=committed, **_totals(table, run_id))
+                       committed=committed, **_totals(table if rows is None else rows, run_id))
     tables.append(stats)
     kept = f" ({stats.kept} kept from earlier runs)" if stats.kept else ""
     print(f"[apwa] {name}: {stats.rows} rows{kept}, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
@@ -139,19 +139,20 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     return table
 
 
-def _write(store: TableStore, name: str, df: DataFrame, how: str, run_id: str | None) -> bool:
-    """:func:`write_table`'s write; True when it committed a version."""
+def _write(store: TableStore, name: str, df: DataFrame, how: str, run_id: str | None) -> tuple[bool, DataFrame | None]:
+    """:func:`write_table`'s write: (True when it committed a version, the table's rows where they
+    are at hand in memory, else None)."""
     if how == "keep":
-        return False
+        return False, None
     if how == "merge" and store.exists(name) and set(store.read(name).columns) == set(df.columns):
         staged = df.localCheckpoint()  # computed once (its LLM calls), before the MERGE reads the table
         gone = store.read(name).select("node_id").join(staged.select("node_id"), "node_id", "left_anti")
         if staged.filter(F.col("run_id") == run_id).isEmpty() and gone.isEmpty():
-            return False
+            return False, staged
         store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
-        return True
+        return True, staged  # the table now holds exactly these rows
     store.write(df, name)
-    return True
+    return True, None
 
 
 def _totals(table: DataFrame, run_id: str | None = None) -> dict:

@@ -21,11 +21,12 @@ the wall times. Writes ``results/incremental.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 
-from _common import bench_session, endpoint_settings, machine, write_results
+from _common import bench_session, endpoint_settings, machine, results_dir, write_results
 
 from apwa_spark.delta import read_delta
 from apwa_spark.plays import available_plays
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=4, help="scenes per play in the corpus case")
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one)")
     parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
-    parser.add_argument("--only", choices=["edit", "add"], help="run one case")
+    parser.add_argument("--only", choices=["edit", "add"], help="run one case (the other's results stay)")
     args = parser.parse_args()
     spark = bench_session()
     work = Path(tempfile.mkdtemp(prefix="apwa-incremental-"))
@@ -129,6 +130,9 @@ def main() -> None:
             cases["edit_one_scene"] = edit_one_scene(spark, counted, proxy, work)
         if args.only in (None, "add"):
             cases["add_one_play"] = add_one_play(spark, counted, proxy, work, args.scenes)
+    previous = results_dir(args.results_dir) / "incremental.json"
+    if args.only and previous.exists():  # one case re-run: the other case's figures stay
+        cases = {**json.loads(previous.read_text())["cases"], **cases}
     data = {"machine": machine(), "endpoint": "given" if args.base_url else "embedded", "cases": cases}
     lines = ["# Incremental re-runs: what a change costs", "",
              "| case | full run: calls / s | re-run: calls / s | share of full time | expected calls | "

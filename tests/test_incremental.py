@@ -58,7 +58,7 @@ def _rows(spark, out: Path, table: str) -> dict[str, dict]:
     return {r["node_id"]: r.asDict() for r in spark.read.format("delta").load(str(out / table)).collect()}
 
 
-def test_an_edit_recomputes_its_leaves_and_ancestors_only_and_an_unchanged_rerun_writes_nothing(
+def test_an_edit_recomputes_its_leaves_and_ancestors_only_an_unchanged_rerun_writes_nothing_and_a_deletion_merges(
         spark, settings, endpoint, texts, tmp_path):
     play, out = tmp_path / "romeo-incremental.md", tmp_path / "out"
     with FaultyEndpoint(endpoint.base_url) as proxy:
@@ -78,6 +78,14 @@ def test_an_edit_recomputes_its_leaves_and_ancestors_only_and_an_unchanged_rerun
         old = {t: _rows(spark, out, t) for t in TABLES[1:-1]}
         edited = summarize_play(str(_play(play, _scenes(texts, edited=texts[3][::-1]))), out, spark, local)
         calls = proxy.requests - paid
+
+        # a full run of the edited input into a new output, not incremental, with the same response cache:
+        # every node is computed again and every call is answered by the cache
+        full, paid = tmp_path / "full", proxy.requests
+        whole = local.with_overrides(**{"spark.apwa.cache.path": str(out / CACHE), "spark.apwa.run.incremental": "false"})
+        again = summarize_play(str(play), full, spark, whole)
+        assert proxy.requests == paid and sum(t.llm_calls for t in again.levels) == 0
+        assert sum(t.cache_hits for t in again.levels) > 0
     new = {t: _rows(spark, out, t) for t in TABLES[1:-1]}
     remade = {t: sorted(i for i, r in rows.items() if r["run_id"] == edited.run_id) for t, rows in new.items()}
     # the edited scene's leaves, its scene node, its act and the play: nothing else was made again
@@ -101,10 +109,7 @@ def test_an_edit_recomputes_its_leaves_and_ancestors_only_and_an_unchanged_rerun
     history = spark.sql(f"DESCRIBE HISTORY delta.`{out / 'scene_r1'}` LIMIT 1").first()
     assert history["operation"] == "MERGE" and history["operationMetrics"]["numTargetRowsUpdated"] == "1"
 
-    # a full run of the edited input (same answers, from the shared cache) gives the same tables
-    full = tmp_path / "full"
-    whole = settings.with_overrides(**{"spark.apwa.cache.path": str(out / CACHE)})
-    summarize_play(str(play), full, spark, whole)
+    # the full run of the edited input (same answers, from the shared cache) gave the same tables
     for table in TABLES[1:-1]:
         mine, theirs = new[table], _rows(spark, full, table)
         assert set(mine) == set(theirs), table
@@ -112,15 +117,16 @@ def test_an_edit_recomputes_its_leaves_and_ancestors_only_and_an_unchanged_rerun
             for column in ("children", "summary", "status", "content_hash", "ordinal"):
                 assert mine[node_id][column] == theirs[node_id][column], (table, node_id, column)
 
+    _delete_a_scene(spark, settings, texts, play, out)
 
-def test_a_deleted_scene_leaves_the_tables_and_its_ancestors_lineage(spark, settings, texts, tmp_path):
-    play, out = tmp_path / "romeo-incremental.md", tmp_path / "out"
-    summarize_play(str(_play(play, _scenes(texts))), out, spark, settings)
+
+def _delete_a_scene(spark, settings, texts, play: Path, out: Path) -> None:
+    """A scene deleted from the input leaves the tables and its ancestors' lineage (one MERGE each)."""
     scene = "romeo-incremental/ACT I/SCENE II"
     assert any(scene in i for i in _rows(spark, out, "scene_r1"))
     version = DeltaTable(str(out / "scene_r1")).version()
-
-    rerun = summarize_play(str(_play(play, _scenes(texts, without="SCENE II. A street."))), out, spark, settings)
+    rerun = summarize_play(str(_play(play, _scenes(texts, edited=texts[3][::-1], without="SCENE II. A street."))), out,
+                           spark, settings)
     scenes, acts = _rows(spark, out, "scene_r1"), _rows(spark, out, "act_r1")
     assert not any(scene in i for i in scenes) and not any("ACT I/SCENE II" in i for i in _rows(spark, out, "chunk"))
     act = next(r for i, r in acts.items() if i.startswith("act:romeo-incremental/ACT I:"))

@@ -74,20 +74,6 @@ def test_20_percent_faults_without_retries_fail_rows_not_the_job(spark, settings
     assert sum(run.errors_by_class.values()) == len(dead)
 
 
-def test_unchanged_rerun_makes_zero_llm_calls(spark, settings, endpoint, small_play, tmp_path):
-    """Not incremental (which keeps the nodes without asking the cache, tests/test_incremental.py):
-    every node is computed again, and the response cache answers every call."""
-    with FaultyEndpoint(endpoint.base_url) as proxy:
-        first = summarize_play(str(small_play), tmp_path, spark, _via(settings, proxy), max_scenes=2)
-        calls_first = proxy.requests
-        full = _via(settings, proxy).with_overrides(**{"spark.apwa.run.incremental": "false"})
-        second = summarize_play(str(small_play), tmp_path, spark, full, max_scenes=2)
-    assert calls_first > 0 and proxy.requests == calls_first  # nothing sent the second time
-    assert sum(l.llm_calls for l in second.levels) == 0
-    assert second.levels[1].cache_hits > 0
-    assert second.summary == first.summary
-
-
 # ---- resume after a real kill -----------------------------------------------------------------------
 
 def _job(output: Path, base_url: str, registry: Path) -> list[str]:
