@@ -6,10 +6,12 @@ to the response cache:
 * **input rows** (:meth:`Increment.start`): each row gets ``input_key`` (its row key: the plan's
   ``--key`` column, or a source step's :meth:`~apwa_spark.plan.step.StepConfig.row_key`) and
   ``input_hash`` (sha256 of the plan's row-level steps before the reduce, the model, and the row's
-  values as JSON). The leaves of the last run whose ``(input_key, content_hash)`` is a current row's
-  ``(input_key, input_hash)``, and none of whose leaves failed or was left unevaluated, are kept;
-  the row-level steps run over the other rows only. An input row gone (a deleted scene) keeps no
-  leaf.
+  values as JSON). Where the input is a native Delta table with Change Data Feed on, the rows
+  changed since the version the last run read (its leaf table's commit metadata) are read from
+  the feed; elsewhere the leaves of the last run whose ``(input_key, content_hash)`` is a current
+  row's ``(input_key, input_hash)`` are the unchanged rows. Leaves of unchanged rows, none of
+  which failed or was left unevaluated, are kept; the row-level steps run over the other rows
+  only. An input row gone (a deleted scene) keeps no leaf.
 * **nodes**: a leaf's ``content_hash`` is its row's ``input_hash``; a parent's is the hash of its
   level's prompt, the answer cap, the model and its children's ids, hashes and statuses
   (:func:`node_hash`). A reduce round keeps the last run's row of a node whose id and hash are
@@ -23,8 +25,8 @@ to the response cache:
 
 ``spark.apwa.run.incremental=false`` recomputes every node and rewrites every table (answers then
 come from the response cache). Limits: rows a ``filter``/``where`` step dropped keep no leaf, so a
-re-run evaluates them again (from the cache); a change to a row's ``order_by`` value (rows inserted
-before it in document order) changes its hash, so that row is recomputed.
+hash-diffed re-run evaluates them again (from the cache); a change to a row's ``order_by`` value
+(rows inserted or deleted before it in document order) changes its hash, so that row is recomputed.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ import json
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from pyspark.sql import DataFrame
 from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from apwa_spark.config import Settings

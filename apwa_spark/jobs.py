@@ -23,7 +23,9 @@ from apwa_spark.config import ConfigError, Settings
 from apwa_spark.tools import DEFAULT_ENTITIES
 
 INPUT_HELP = "catalog table, Delta table, .parquet, .csv, .jsonl, or a folder of .txt/.md files (path or URI)"
-OUTPUT_HELP = "folder (path or URI, e.g. s3a://bucket/runs/x) for the run's Delta tables and response cache"
+OUTPUT_HELP = ("folder (path or URI, e.g. s3a://bucket/runs/x) for the run's Delta tables and response cache; a plan "
+               "ending in a reduce (summarize) run again into it recomputes only what changed "
+               "(spark.apwa.run.incremental=false: everything)")
 DRY_RUN_HELP = ("print the plan, Spark's physical plan and the estimate (LLM calls, tokens, cost at spark.apwa.price.*), "
                 "as `apwa-spark explain` does, and stop: no LLM call, nothing written")
 SCHEMA_HELP = "catalog schema (e.g. main.apwa_runs): each table becomes a managed Delta table there"
