@@ -252,12 +252,16 @@ class TableStore:
          .when_matched_update_all(changed).when_not_matched_insert_all().when_not_matched_by_source_delete().execute())
 
 
+def _is_path(location: str) -> bool:
+    """A path or URI (``/data/t``, ``s3a://b/t``), not a catalog table name (``main.s.t``)."""
+    return "/" in location or ":" in location
+
+
 def _native_table(spark: SparkSession, location: str):
     """delta-spark's ``DeltaTable`` of a path/URI or a catalog table name."""
     from delta.tables import DeltaTable
 
-    is_path = "/" in location or ":" in location
-    return DeltaTable.forPath(spark, location) if is_path else DeltaTable.forName(spark, location)
+    return DeltaTable.forPath(spark, location) if _is_path(location) else DeltaTable.forName(spark, location)
 
 
 def _history(spark: SparkSession, location: str):
@@ -312,8 +316,7 @@ class ChangeFeed:
         """
         reader = (self.spark.read.format("delta").option("readChangeFeed", "true")
                   .option("startingVersion", start).option("endingVersion", end))
-        is_path = "/" in self.location or ":" in self.location
-        return reader.load(self.location) if is_path else reader.table(self.location)
+        return reader.load(self.location) if _is_path(self.location) else reader.table(self.location)
 
 
 # ---- the delta-rs fallback ----------------------------------------------------------------------------

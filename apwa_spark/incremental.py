@@ -107,9 +107,8 @@ class Increment:
         where it has one and the last run recorded that version (the leaf table's commit
         metadata, :meth:`commit_note`); else from a diff of every row's key and hash against the
         last run's leaves."""
-        key = F.concat_ws("#", *[F.col(c).cast("string") for c in self.key])
         hashed = F.sha2(F.concat(F.lit(self.prefix), F.to_json(F.struct(*[F.col(c) for c in df.columns]))), 256)
-        keyed = df.withColumn(INPUT_KEY, key).withColumn(INPUT_HASH, hashed)
+        keyed = df.withColumn(INPUT_KEY, self._key()).withColumn(INPUT_HASH, hashed)
         if store.engine == "native" and all(c in df.columns for c in self.key):
             self.feed = ChangeFeed.of(df.sparkSession, self.source)
             self.input_version = self.feed.version() if self.feed else None
@@ -117,12 +116,12 @@ class Increment:
         if last is None:
             return keyed
         retried = last.filter(F.col("status").isin(*RETRIED)).select("input_key").distinct()
-        since = self._last_note(store).get("input_version")
-        changed = self._changed_keys(store)
+        note = self._last_note(store)
+        changed = self._changed_keys(note)
         if changed is None:
             return self._by_hash(keyed, last, retried)
-        print(f"[apwa] incremental: {changed.count()} input rows changed since version {since} of {self.source} "
-              "(its Change Data Feed)", flush=True)
+        print(f"[apwa] incremental: {changed.count()} input rows changed since version {note['input_version']} "
+              f"of {self.source} (its Change Data Feed)", flush=True)
         return self._by_feed(keyed, last, changed.unionByName(retried).distinct().localCheckpoint())
 
     def _by_feed(self, keyed: DataFrame, last: DataFrame, redo: DataFrame) -> DataFrame:
@@ -157,21 +156,24 @@ class Increment:
         except ValueError:
             return {}
 
-    def _changed_keys(self, store: TableStore) -> DataFrame | None:
+    def _key(self):
+        """A row's ``input_key``: its key columns' values joined by ``#`` (a Column)."""
+        return F.concat_ws("#", *[F.col(c).cast("string") for c in self.key])
+
+    def _changed_keys(self, note: dict) -> DataFrame | None:
         """``input_key`` of every input row changed (inserted, updated, deleted) since the version
-        the last run read; None where the feed cannot tell (no feed, no note of the last run, other
-        steps before the reduce, or changes no longer in the feed)."""
-        note = self._last_note(store)
+        the last run read (``note``: the leaf table's commit metadata); None where the feed cannot
+        tell (no feed, no note of the last run, other steps before the reduce, or changes no longer
+        in the feed)."""
         if self.feed is None or note.get("prefix") != self.prefix or note.get("input") != self.source:
             return None
         since = note.get("input_version")
         if not isinstance(since, int) or since > self.input_version:
             return None
-        key = F.concat_ws("#", *[F.col(c).cast("string") for c in self.key]).alias("input_key")
         if since == self.input_version:
             return self.feed.spark.createDataFrame([], "input_key string")
         try:
-            return self.feed.changes(since + 1, self.input_version).select(key).distinct()
+            return self.feed.changes(since + 1, self.input_version).select(self._key().alias("input_key")).distinct()
         except AnalysisException:
             return None
 
@@ -187,10 +189,10 @@ class Increment:
         the last run's rows of the kept input rows and the new ones; it is rewritten (one commit)
         only when there are new rows or rows to drop."""
         store = run.store
-        if self.keep is None or not store.exists(name) or INPUT_KEY not in store.read(name).columns:
+        last = store.read(name) if self.keep is not None and store.exists(name) else None
+        if last is None or INPUT_KEY not in last.columns:
             return write_table(store, run.tables, name, df)
         new = df.localCheckpoint()  # computed once
-        last = store.read(name)
         kept = self.keep(last).select(*last.columns).localCheckpoint()  # read before the overwrite
         if new.isEmpty() and kept.count() == last.count():
             write_table(store, run.tables, name, new, how="keep")

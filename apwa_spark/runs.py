@@ -144,9 +144,10 @@ def _write(store: TableStore, name: str, df: DataFrame, how: str, run_id: str | 
     are at hand in memory, else None)."""
     if how == "keep":
         return False, None
-    if how == "merge" and store.exists(name) and set(store.read(name).columns) == set(df.columns):
+    current = store.read(name) if how == "merge" and store.exists(name) else None
+    if current is not None and set(current.columns) == set(df.columns):
         staged = df.localCheckpoint()  # computed once (its LLM calls), before the MERGE reads the table
-        gone = store.read(name).select("node_id").join(staged.select("node_id"), "node_id", "left_anti")
+        gone = current.select("node_id").join(staged.select("node_id"), "node_id", "left_anti")
         if staged.filter(F.col("run_id") == run_id).isEmpty() and gone.isEmpty():
             return False, staged
         store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
