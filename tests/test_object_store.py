@@ -68,6 +68,14 @@ def test_summarize_slice_writes_levels_cache_and_dead_letter_to_s3(spark, settin
                         aws_secret_access_key="testing", region_name="us-east-1").get_object(
         Bucket=BUCKET, Key=f"runs/slice/_runs/{result.run_id}.json")["Body"].read()
     assert json.loads(body)["output"] == out
+    # an incremental re-run on S3: no call, and the node tables above the leaves keep their version (the
+    # empty scene's leaf is an error row, evaluated again without a call, so chunks and leaves get a commit)
+    versions = {level.table: DeltaTable(level.path, storage_options=s3).version() for level in result.levels}
+    again = summarize_play(str(tiny_play), out, spark, settings)
+    assert sum(level.llm_calls for level in again.levels) == 0 and again.root["node_id"] == result.root["node_id"]
+    above = [level for level in again.levels if level.table not in ("chunks", "chunk")]
+    assert above and all(not level.committed and level.kept == level.rows for level in above)
+    assert all(DeltaTable(level.path, storage_options=s3).version() == versions[level.table] for level in above)
     _no_local_scheme_folders(tmp_path, ROOT, Path(tempfile.gettempdir()))
 
 
