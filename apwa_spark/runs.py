@@ -87,6 +87,8 @@ class TableStats:
         columns: its column names.
         kept: rows an earlier run made, kept as they were (incremental runs; their calls are not counted).
         committed: False when the run left the table as it was (no new version).
+        groups: distinct values of the group keys :func:`write_table` was given (a reduce round's
+            level keys; 1 for a round without keys and with rows); None when it was given none.
     """
 
     table: str
@@ -104,11 +106,12 @@ class TableStats:
     columns: list[str] = field(default_factory=list)
     kept: int = 0
     committed: bool = True
+    groups: int | None = None
 
 
 def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
                 source: DataFrame | None = None, how: str = "overwrite", run_id: str | None = None,
-                note: str | None = None) -> DataFrame:
+                note: str | None = None, group_by: Sequence[str] | None = None) -> DataFrame:
     """Write ``df`` as the Delta table ``name`` of ``store``, append its :class:`TableStats` to
     ``tables``, print a line of its figures (the run's progress), and return it read back.
 
@@ -122,15 +125,19 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
         run_id: this run; with it, the figures count only the calls of rows this run made, and
             ``kept`` the rows an earlier run made.
         note: the commit's ``userMetadata`` (native path), e.g. the input version an incremental run read.
+        group_by: columns whose distinct values the figures count (``TableStats.groups``).
+
+    The figures are one Spark aggregate over the rows written (with ``merge``, the same aggregate
+    decides whether there is anything to commit).
     """
     started = time.monotonic()
     with commit_metadata(store.spark, note):
-        committed, rows = _write(store, name, df, how, run_id)
+        committed, totals = _write(store, name, df, how, run_id, group_by)
     seconds = time.monotonic() - started
     table = store.read(name)
     stats = TableStats(table=name, path=store.location(name), seconds=seconds,
                        input_files=source.inputFiles() if source is not None else [], columns=table.columns,
-                       committed=committed, **_totals(table if rows is None else rows, run_id))
+                       committed=committed, **(totals or _totals(table, run_id, group_by)))
     tables.append(stats)
     kept = f" ({stats.kept} kept from earlier runs)" if stats.kept else ""
     print(f"[apwa] {name}: {stats.rows} rows{kept}, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
@@ -139,27 +146,33 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     return table
 
 
-def _write(store: TableStore, name: str, df: DataFrame, how: str, run_id: str | None) -> tuple[bool, DataFrame | None]:
-    """:func:`write_table`'s write: (True when it committed a version, the table's rows where they
-    are at hand in memory, else None)."""
+def _write(store: TableStore, name: str, df: DataFrame, how: str, run_id: str | None,
+           group_by: Sequence[str] | None) -> tuple[bool, dict | None]:
+    """:func:`write_table`'s write: (True when it committed a version, the :func:`_totals` of the
+    rows written where it computed them, else None)."""
     if how == "keep":
         return False, None
     current = store.read(name) if how == "merge" and store.exists(name) else None
     if current is not None and set(current.columns) == set(df.columns):
         staged = df.localCheckpoint()  # computed once (its LLM calls), before the MERGE reads the table
-        gone = current.select("node_id").join(staged.select("node_id"), "node_id", "left_anti")
-        if staged.filter(F.col("run_id") == run_id).isEmpty() and gone.isEmpty():
-            return False, staged
+        totals = _totals(staged, run_id, group_by)
+        # kept rows are the table's own: nothing new, and nothing gone when the table holds no others
+        if totals["kept"] == totals["rows"] and current.count() == totals["kept"]:
+            return False, totals
         store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
-        return True, staged  # the table now holds exactly these rows
+        return True, totals  # the table now holds exactly these rows
     store.write(df, name)
     return True, None
 
 
-def _totals(table: DataFrame, run_id: str | None = None) -> dict:
+def _totals(table: DataFrame, run_id: str | None = None, group_by: Sequence[str] | None = None) -> dict:
+    """:class:`TableStats` figures of ``table``'s rows, in one Spark aggregate."""
+    groups = ([F.count_distinct(F.struct(*group_by)).alias("groups")] if group_by
+              else [F.least(F.count("*"), F.lit(1)).alias("groups")] if group_by is not None else [])
     if "status" not in table.columns:  # a table without flat call fields (input, or a step's <name>_meta)
-        return dict(rows=table.count(), llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,
-                    cache_hits=0, unevaluated=0, kept=0)
+        row = table.agg(F.count("*").alias("rows"), *groups).first()
+        return dict(llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,
+                    cache_hits=0, unevaluated=0, kept=0, **row.asDict())
     mine = F.col("run_id") == run_id if run_id and "run_id" in table.columns else F.lit(True)
     now = lambda c: F.coalesce(F.sum(F.when(mine, c)), F.lit(0))  # noqa: E731  (sums over this run's rows)
     row = table.agg(
@@ -169,6 +182,7 @@ def _totals(table: DataFrame, run_id: str | None = None) -> dict:
         now(F.col("from_cache").cast("int")).alias("cache_hits"),
         F.sum(F.when(F.col("status") == "unevaluated", 1).otherwise(0)).alias("unevaluated"),
         F.sum(F.when(mine, 0).otherwise(1)).alias("kept"),
+        *groups,
     ).first()
     return {k: int(v or 0) for k, v in row.asDict().items()}
 
@@ -403,10 +417,11 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
 def node_failures(store: TableStore, tables: Sequence[TableStats], run_id: str) -> DataFrame | None:
     """Dead-letter rows of a reduce's node tables (leaves and rounds): one per ``error`` node that
     run ``run_id`` made (not one an incremental run kept), with ``run_id``, ``step`` (the table),
-    ``row_key`` (``{"node_id": ...}``), ``error_class`` and ``error``."""
+    ``row_key`` (``{"node_id": ...}``), ``error_class`` and ``error``; None when no table has an
+    ``error`` row (``TableStats.errors``)."""
     parts = [store.read(t.table).filter(F.col("status") == "error").filter(F.col("run_id") == run_id).select(
                  "run_id", F.lit(t.table).alias("step"), F.to_json(F.struct("node_id")).alias("row_key"),
-                 "error_class", "error") for t in tables]
+                 "error_class", "error") for t in tables if t.errors]
     return reduce(DataFrame.unionByName, parts) if parts else None
 
 

@@ -174,11 +174,14 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
             parts = max(1, min(run.job.tasks, run.tables[-1].rows)) if level.group_by else 1
             spread = rows.repartition(parts, *level.group_by) if level.group_by else rows.repartition(1)
             table = write_table(run.store, run.tables, round_name, spread.mapInPandas(fn, schema), source, how,
-                                run.job.run_id)
+                                run.job.run_id, group_by=level.group_by)
             return round_name
 
+        def groups_left(_: str) -> bool:  # some group of the round just written still has more than one row
+            return run.tables[-1].groups < run.tables[-1].rows
+
         try:
-            run_rounds(write_round, lambda _: _groups_left(table, level.group_by), f"reduce step {name!r}, level {level.name!r}")
+            run_rounds(write_round, groups_left, f"reduce step {name!r}, level {level.name!r}")
         except ReduceDidNotConverge as e:
             raise PlanError(str(e)) from None
     if step.levels:
@@ -202,11 +205,6 @@ def text_column(name: str, step: ReduceStep) -> str:
         raise PlanError(f"reduce step {name!r}: the template must name exactly one text column besides the "
                         f"group keys, got {texts}")
     return texts[0]
-
-
-def _groups_left(table: DataFrame, keys: list[str]) -> bool:
-    """True while some group of ``table`` still has more than one row."""
-    return not table.groupBy(*keys).count().filter("count > 1").isEmpty()
 
 
 def _ordinal(step: ReduceStep) -> Column:
