@@ -116,7 +116,7 @@ class Increment:
         if last is None:
             return keyed
         retried = last.filter(F.col("status").isin(*RETRIED)).select("input_key").distinct()
-        note = self._last_note(store)
+        note = self._last_note(store) if self.feed is not None else {}
         changed = self._changed_keys(note)
         if changed is None:
             return self._by_hash(keyed, last, retried)
@@ -197,7 +197,7 @@ class Increment:
         if new.isEmpty() and kept.count() == last.count():
             write_table(store, run.tables, name, new, how="keep")
             return new
-        write_table(store, run.tables, name, kept.unionByName(new))
+        write_table(store, run.tables, name, kept.unionByName(new), commits=run.commits)  # committed as the run goes on
         return new
 
     def last_round(self, store: TableStore, name: str, columns: list[str]) -> DataFrame | None:

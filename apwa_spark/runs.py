@@ -25,14 +25,16 @@ import json
 import re
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from pyspark.sql import DataFrame
+from pyspark import inheritable_thread_target
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
@@ -111,7 +113,8 @@ class TableStats:
 
 def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
                 source: DataFrame | None = None, how: str = "overwrite", run_id: str | None = None,
-                note: str | None = None, group_by: Sequence[str] | None = None) -> DataFrame:
+                note: str | None = None, group_by: Sequence[str] | None = None,
+                commits: CommitQueue | None = None) -> DataFrame:
     """Write ``df`` as the Delta table ``name`` of ``store``, append its :class:`TableStats` to
     ``tables``, print a line of its figures (the run's progress), and return it read back.
 
@@ -126,43 +129,94 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
             ``kept`` the rows an earlier run made.
         note: the commit's ``userMetadata`` (native path), e.g. the input version an incremental run read.
         group_by: columns whose distinct values the figures count (``TableStats.groups``).
+        commits: where the table exists already (a re-run), its commit is queued there and made
+            while the caller goes on: the figures are appended at once, the line is printed once
+            it has committed, and the rows it commits are returned (computed, not read back).
+            Where it does not, the queue is waited for and the table written here.
 
-    The figures are one Spark aggregate over the rows written (with ``merge``, the same aggregate
-    decides whether there is anything to commit).
+    The figures are one Spark aggregate; with ``merge`` or a queued commit, it is the one that
+    computes the rows (their LLM calls, once) and decides whether there is anything to commit.
     """
     started = time.monotonic()
-    with commit_metadata(store.spark, note):
-        committed, totals = _write(store, name, df, how, run_id, group_by)
-    seconds = time.monotonic() - started
-    table = store.read(name)
-    stats = TableStats(table=name, path=store.location(name), seconds=seconds,
-                       input_files=source.inputFiles() if source is not None else [], columns=table.columns,
-                       committed=committed, **(totals or _totals(table, run_id, group_by)))
+    inputs = source.inputFiles() if source is not None else []
+    current = store.read(name) if how != "keep" and (how == "merge" or commits) and store.exists(name) else None
+    if how == "merge" and (current is None or set(current.columns) != set(df.columns)):
+        how = "overwrite"  # a new table, or one an older apwa-spark wrote
+    staged = df.localCheckpoint(eager=False) if how == "merge" or (commits and current is not None) else None
+    totals = _totals(staged, run_id, group_by) if staged is not None else None
+    if how == "merge" and totals["kept"] == totals["rows"] and current.count() == totals["kept"]:
+        how = "keep"  # kept rows are the table's own: nothing new, and nothing gone when it holds no others
+
+    def commit() -> DataFrame:
+        with commit_metadata(store.spark, note):
+            if how == "merge":
+                store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
+            elif how == "overwrite":
+                store.write(df if staged is None else staged, name)
+        return store.read(name)
+
+    def report(stats: TableStats) -> None:
+        stats.seconds = time.monotonic() - started
+        kept = f" ({stats.kept} kept from earlier runs)" if stats.kept else ""
+        print(f"[apwa] {name}: {stats.rows} rows{kept}, {stats.llm_calls} LLM calls, {stats.cache_hits} cached "
+              f"answers, {stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, "
+              f"{stats.seconds:.1f} s" + ("" if stats.committed else "; unchanged, no new version"), flush=True)
+
+    if commits is not None and current is not None and how != "keep":
+        stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs,
+                           columns=staged.columns, committed=True, **totals)
+        tables.append(stats)
+
+        def commit_and_report() -> None:
+            commit()
+            report(stats)
+
+        commits.submit(commit_and_report)
+        return staged
+    if commits is not None and how != "keep":
+        commits.wait()  # one commit at a time: a commit's userMetadata is a session conf
+    table = commit()
+    stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs, columns=table.columns,
+                       committed=how != "keep", **(totals or _totals(table, run_id, group_by)))
     tables.append(stats)
-    kept = f" ({stats.kept} kept from earlier runs)" if stats.kept else ""
-    print(f"[apwa] {name}: {stats.rows} rows{kept}, {stats.llm_calls} LLM calls, {stats.cache_hits} cached answers, "
-          f"{stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, {seconds:.1f} s"
-          + ("" if committed else "; unchanged, no new version"), flush=True)
+    report(stats)
     return table
 
 
-def _write(store: TableStore, name: str, df: DataFrame, how: str, run_id: str | None,
-           group_by: Sequence[str] | None) -> tuple[bool, dict | None]:
-    """:func:`write_table`'s write: (True when it committed a version, the :func:`_totals` of the
-    rows written where it computed them, else None)."""
-    if how == "keep":
-        return False, None
-    current = store.read(name) if how == "merge" and store.exists(name) else None
-    if current is not None and set(current.columns) == set(df.columns):
-        staged = df.localCheckpoint()  # computed once (its LLM calls), before the MERGE reads the table
-        totals = _totals(staged, run_id, group_by)
-        # kept rows are the table's own: nothing new, and nothing gone when the table holds no others
-        if totals["kept"] == totals["rows"] and current.count() == totals["kept"]:
-            return False, totals
-        store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
-        return True, totals  # the table now holds exactly these rows
-    store.write(df, name)
-    return True, None
+class CommitQueue:
+    """Delta commits made one after another, in order, on one background thread, while the caller
+    goes on: a reduce's next level computes (its LLM calls) while the level below commits.
+
+    A context manager: leaving it waits for every commit, and raises the first that failed (a
+    failure is also raised by the next :meth:`submit` or :meth:`wait`)."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self._inherit = inheritable_thread_target(spark)  # the caller's job tags and local properties
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apwa-commit")
+        self._pending: list[Future] = []
+
+    def submit(self, commit: Callable[[], None]) -> None:
+        """Queue ``commit`` (run with the caller's Spark thread-local properties)."""
+        self._raise_failed()
+        self._pending.append(self._pool.submit(self._inherit(commit)))
+
+    def wait(self) -> None:
+        """Return when every queued commit is done; raise the first that failed."""
+        for future in self._pending:
+            future.result()
+
+    def _raise_failed(self) -> None:
+        for future in self._pending:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+
+    def __enter__(self) -> "CommitQueue":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self._pool.shutdown(wait=True)
+        if kind is None:
+            self.wait()
 
 
 def _totals(table: DataFrame, run_id: str | None = None, group_by: Sequence[str] | None = None) -> dict:

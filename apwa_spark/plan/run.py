@@ -24,7 +24,7 @@ from apwa_spark.incremental import Increment
 from apwa_spark.plan.compiler import compile_plan
 from apwa_spark.plan.ir import Plan
 from apwa_spark.plan.step import Cardinality, PlanError, RunContext
-from apwa_spark.runs import (CACHE, JobContext, TableStats, close_plan_run, job_budget, keyed_input, new_run_id,
+from apwa_spark.runs import (CACHE, CommitQueue, JobContext, TableStats, close_plan_run, job_budget, keyed_input, new_run_id,
                              plan_manifest)
 from apwa_spark.tools import registry
 
@@ -112,8 +112,10 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id, options,
                          budget_url=budget.url if budget else None)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.schema or store.root}", flush=True)
-        run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key, source))
-        result = compile_plan(spread(df, job.tasks), plan, run)
+        with CommitQueue(spark) as commits:
+            run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key, source),
+                             commits=commits)
+            result = compile_plan(spread(df, job.tasks), plan, run)
         if run.increment is None or any(t.committed for t in run.tables) or not store.exists("result"):
             store.write(result, "result")
         errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables)

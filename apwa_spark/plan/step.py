@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from apwa_spark.delta import TableStore
     from apwa_spark.incremental import Increment
-    from apwa_spark.runs import JobContext, TableStats
+    from apwa_spark.runs import CommitQueue, JobContext, TableStats
 
 ENTRY_POINT_GROUP = "apwa_spark.steps"
 #: characters per token for estimates only (runs count with the endpoint's tokenizer).
@@ -178,15 +178,17 @@ class RunContext:
     """What a compile function gets on the driver: the job (plain data, shipped into UDF closures),
     the run's table store (driver only: reducing and materialized steps write their tables there),
     ``writers`` (column ──► the step that wrote it, so a step finds the ``<step>_meta`` of its input)
-    ``tables`` (what the run has written so far, in order; appended to by the steps) and, for a plan
+    ``tables`` (what the run has written so far, in order; appended to by the steps), for a plan
     that ends in a reduce, its ``increment`` (:class:`apwa_spark.incremental.Increment`: what the
-    run keeps of the output's last run)."""
+    run keeps of the output's last run), and ``commits``, where a re-run queues the commits of its
+    tables (:class:`apwa_spark.runs.CommitQueue`)."""
 
     job: "JobContext"
     store: "TableStore | None" = None
     writers: dict[str, str] = field(default_factory=dict)
     tables: list["TableStats"] = field(default_factory=list)
     increment: "Increment | None" = None
+    commits: "CommitQueue | None" = None
 
     def input_meta(self, column: str) -> str | None:
         """``<step>_meta`` of the step that wrote ``column``; None for an input column."""

@@ -144,7 +144,9 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     With ``run.increment`` (:mod:`apwa_spark.incremental`), the leaves the output's last run left as
     they are join the new ones, each round runs beside the last run's rows of its table and keeps
     a parent whose id and content hash are unchanged, and every table is updated with one MERGE on
-    ``node_id`` (none when nothing changed).
+    ``node_id`` (none when nothing changed). On a re-run, a level's commit is queued on the run's
+    :class:`~apwa_spark.runs.CommitQueue` (``run.commits``) and made while the next level computes
+    from the rows it commits.
 
     Returns:
         with ``levels``: the top level's node table; else the group keys, ``<output>`` and ``<name>_meta``.
@@ -161,8 +163,9 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     if increment and increment.kept is not None:
         leaves = leaves.unionByName(increment.kept)
     leaves = _ranked(leaves, step)
-    table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", leaves, how=how, run_id=run.job.run_id,
-                        note=increment.commit_note() if increment else None)
+    commits = run.commits if increment else None  # a re-run's commits go on while the next level computes
+    table = write_table(run.store, run.tables, step.leaf_level or f"{name}_r0", leaves, how=how,
+                        run_id=run.job.run_id, note=increment.commit_note() if increment else None, commits=commits)
     schema = node_schema(StructType([table.schema[k] for k in keys]), step.output)
     for level in step.hierarchy(name):
         def write_round(round_no: int, level: Level = level) -> str:
@@ -174,7 +177,7 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
             parts = max(1, min(run.job.tasks, run.tables[-1].rows)) if level.group_by else 1
             spread = rows.repartition(parts, *level.group_by) if level.group_by else rows.repartition(1)
             table = write_table(run.store, run.tables, round_name, spread.mapInPandas(fn, schema), source, how,
-                                run.job.run_id, group_by=level.group_by)
+                                run.job.run_id, group_by=level.group_by, commits=commits)
             return round_name
 
         def groups_left(_: str) -> bool:  # some group of the round just written still has more than one row
@@ -184,6 +187,9 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
             run_rounds(write_round, groups_left, f"reduce step {name!r}, level {level.name!r}")
         except ReduceDidNotConverge as e:
             raise PlanError(str(e)) from None
+    if commits is not None:
+        commits.wait()
+    table = run.store.read(run.tables[-1].table)
     if step.levels:
         return table
     meta = F.struct(*[F.col(f.name) for f in META_SCHEMA.fields]).alias(f"{name}_meta")
