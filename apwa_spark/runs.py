@@ -84,8 +84,10 @@ class TableStats:
         rows, llm_calls, prompt_tokens, completion_tokens, cached_tokens, cache_hits: sums over its
             rows' flat :data:`CALL_FIELDS` (0 for a table without them); errors / unevaluated: rows
             with status ``error`` / ``unevaluated``.
-        seconds: wall time of its write (its lazy steps included), seconds.
-        input_files: the files of the table it was computed from, when it read one.
+        seconds: wall time of its write (its lazy steps included), seconds; for a queued commit
+            (:class:`CommitQueue`), until it was made, the wait for the commits before it included.
+        input_files: the files of the table it was computed from, when it read one (none for a
+            re-run's round, computed from the rows of the level below as they are being committed).
         columns: its column names.
         kept: rows an earlier run made, kept as they were (incremental runs; their calls are not counted).
         committed: False when the run left the table as it was (no new version).
@@ -137,12 +139,13 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     The figures are one Spark aggregate; with ``merge`` or a queued commit, it is the one that
     computes the rows (their LLM calls, once) and decides whether there is anything to commit.
     """
-    started = time.monotonic()
     inputs = source.inputFiles() if source is not None else []
-    current = store.read(name) if how != "keep" and (how == "merge" or commits) and store.exists(name) else None
+    started = time.monotonic()
+    queued = commits is not None
+    current = store.read(name) if how != "keep" and (how == "merge" or queued) and store.exists(name) else None
     if how == "merge" and (current is None or set(current.columns) != set(df.columns)):
         how = "overwrite"  # a new table, or one an older apwa-spark wrote
-    staged = df.localCheckpoint(eager=False) if how == "merge" or (commits and current is not None) else None
+    staged = df.localCheckpoint(eager=False) if how == "merge" or (queued and current is not None) else None
     totals = _totals(staged, run_id, group_by) if staged is not None else None
     if how == "merge" and totals["kept"] == totals["rows"] and current.count() == totals["kept"]:
         how = "keep"  # kept rows are the table's own: nothing new, and nothing gone when it holds no others
@@ -155,50 +158,63 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
                 store.write(df if staged is None else staged, name)
         return store.read(name)
 
-    def report(stats: TableStats) -> None:
-        stats.seconds = time.monotonic() - started
+    def report(stats: TableStats, seconds: float) -> None:
+        stats.seconds = seconds
         kept = f" ({stats.kept} kept from earlier runs)" if stats.kept else ""
         print(f"[apwa] {name}: {stats.rows} rows{kept}, {stats.llm_calls} LLM calls, {stats.cache_hits} cached "
               f"answers, {stats.prompt_tokens} tokens in, {stats.completion_tokens} out, {stats.errors} errors, "
               f"{stats.seconds:.1f} s" + ("" if stats.committed else "; unchanged, no new version"), flush=True)
 
-    if commits is not None and current is not None and how != "keep":
+    if queued and current is not None and how != "keep":
         stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs,
                            columns=staged.columns, committed=True, **totals)
         tables.append(stats)
 
         def commit_and_report() -> None:
             commit()
-            report(stats)
+            report(stats, time.monotonic() - started)
 
         commits.submit(commit_and_report)
         return staged
-    if commits is not None and how != "keep":
+    if queued and how != "keep":
         commits.wait()  # one commit at a time: a commit's userMetadata is a session conf
     table = commit()
+    seconds = time.monotonic() - started
     stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs, columns=table.columns,
                        committed=how != "keep", **(totals or _totals(table, run_id, group_by)))
     tables.append(stats)
-    report(stats)
+    report(stats, seconds)
     return table
 
 
 class CommitQueue:
     """Delta commits made one after another, in order, on one background thread, while the caller
-    goes on: a reduce's next level computes (its LLM calls) while the level below commits.
+    goes on: a re-run's next reduce level computes (its LLM calls) while the level below commits.
 
-    A context manager: leaving it waits for every commit, and raises the first that failed (a
-    failure is also raised by the next :meth:`submit` or :meth:`wait`)."""
+    A context manager: leaving it waits for every commit and raises the first that failed (as do
+    :meth:`submit` and :meth:`wait` once one has). The commits queued after a failed one are not made.
+    """
 
     def __init__(self, spark: SparkSession) -> None:
         self._inherit = inheritable_thread_target(spark)  # the caller's job tags and local properties
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apwa-commit")
         self._pending: list[Future] = []
+        self._failed = False
 
     def submit(self, commit: Callable[[], None]) -> None:
-        """Queue ``commit`` (run with the caller's Spark thread-local properties)."""
+        """Queue ``commit``."""
         self._raise_failed()
-        self._pending.append(self._pool.submit(self._inherit(commit)))
+
+        def guarded() -> None:
+            if self._failed:
+                return
+            try:
+                commit()
+            except BaseException:
+                self._failed = True
+                raise
+
+        self._pending.append(self._pool.submit(self._inherit(guarded)))
 
     def wait(self) -> None:
         """Return when every queued commit is done; raise the first that failed."""

@@ -190,7 +190,7 @@ def test_a_delta_input_is_diffed_through_its_change_data_feed(spark, settings, e
 @pytest.mark.parametrize("engine", ["native", "deltars"])
 def test_a_merge_write_commits_once_what_changed_and_nothing_when_nothing_did(spark, tmp_path, engine):
     from apwa_spark.delta import TableStore
-    from apwa_spark.runs import write_table
+    from apwa_spark.runs import CommitQueue, write_table
 
     store, tables = TableStore.create(spark, str(tmp_path / "out"), engine), []
     rows = lambda *r: spark.createDataFrame([(*x, 1, 0, 0, 0, False) for x in r],  # noqa: E731
@@ -210,3 +210,24 @@ def test_a_merge_write_commits_once_what_changed_and_nothing_when_nothing_did(sp
         ("a", "r1", "ok", "A"), ("b", "r3", "ok", "B2"), ("d", "r3", "ok", "D")]
     history = DeltaTable(str(tmp_path / "out" / "t")).history(1)[0]
     assert history["operation"] == "MERGE"
+    with CommitQueue(spark) as commits:  # a re-run's write, queued: its rows come back, computed, not read back
+        staged = write_table(store, tables, "t", rows(("a", "r4", "ok", "A2"), ("b", "r3", "ok", "B2"), ("d", "r3", "ok", "D")),
+                             how="merge", run_id="r4", commits=commits)
+        assert sorted(r["summary"] for r in staged.collect()) == ["A2", "B2", "D"] and tables[-1].llm_calls == 1
+    assert version() == first + 2 and sorted(r["summary"] for r in store.read("t").collect()) == ["A2", "B2", "D"]
+
+
+def test_queued_commits_are_made_in_order_and_the_first_failure_stops_the_rest_and_is_raised(spark):
+    from apwa_spark.runs import CommitQueue
+
+    made = []
+
+    def fail():
+        raise OSError("the object store refused the commit")
+
+    with pytest.raises(OSError, match="refused the commit"):
+        with CommitQueue(spark) as commits:
+            commits.submit(lambda: made.append("leaves"))
+            commits.submit(fail)
+            commits.submit(lambda: made.append("scenes"))  # after a failed commit: not made
+    assert made == ["leaves"]
