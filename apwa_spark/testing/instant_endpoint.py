@@ -115,6 +115,10 @@ class InstantEndpoint:
     def __exit__(self, *exc) -> None:
         async def stop():
             self._server.close()
+            open_connections = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in open_connections:  # clients' keep-alive connections: ended here, not left to the GC
+                task.cancel()
+            await asyncio.gather(*open_connections, return_exceptions=True)
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=10)
