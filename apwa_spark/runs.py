@@ -150,13 +150,18 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     if how == "merge" and totals["kept"] == totals["rows"] and current.count() == totals["kept"]:
         how = "keep"  # kept rows are the table's own: nothing new, and nothing gone when it holds no others
 
-    def commit() -> DataFrame:
+    def commit() -> None:
         with commit_metadata(store.spark, note):
             if how == "merge":
                 store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
             elif how == "overwrite":
                 store.write(df if staged is None else staged, name)
-        return store.read(name)
+
+    def append_stats(columns: list[str], figures: dict) -> TableStats:
+        stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs, columns=columns,
+                           committed=how != "keep", **figures)
+        tables.append(stats)
+        return stats
 
     def report(stats: TableStats, seconds: float) -> None:
         stats.seconds = seconds
@@ -166,9 +171,7 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
               f"{stats.seconds:.1f} s" + ("" if stats.committed else "; unchanged, no new version"), flush=True)
 
     if queued and current is not None and how != "keep":
-        stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs,
-                           columns=staged.columns, committed=True, **totals)
-        tables.append(stats)
+        stats = append_stats(staged.columns, totals)
 
         def commit_and_report() -> None:
             commit()
@@ -178,12 +181,10 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
         return staged
     if queued and how != "keep":
         commits.wait()  # one commit at a time: a commit's userMetadata is a session conf
-    table = commit()
+    commit()
     seconds = time.monotonic() - started
-    stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs, columns=table.columns,
-                       committed=how != "keep", **(totals or _totals(table, run_id, group_by)))
-    tables.append(stats)
-    report(stats, seconds)
+    table = store.read(name)
+    report(append_stats(table.columns, totals or _totals(table, run_id, group_by)), seconds)
     return table
 
 
