@@ -82,15 +82,18 @@ def resolve_engine(spark: SparkSession, engine: str | None = None) -> str:
     return "native" if engine == "native" or (engine == "auto" and native) else "deltars"
 
 
-def _native_writer(df: DataFrame, mode: str):
+def _native_writer(df: DataFrame, mode: str, note: str | None = None):
     """A delta-spark writer with CDF on; an overwrite replaces the schema too (a re-run of a newer
-    apwa-spark over an older run's tables, whose columns differ, replaces them)."""
+    apwa-spark over an older run's tables, whose columns differ, replaces them). ``note``: the
+    commit's ``userMetadata``, as a writer option (it wins over the session conf that
+    :func:`commit_metadata` sets for a commit made meanwhile on another thread)."""
     writer = df.write.format("delta").mode(mode).option(CDF, "true")
+    writer = writer.option("userMetadata", note) if note is not None else writer
     return writer.option("overwriteSchema", "true") if mode == "overwrite" else writer
 
 
 def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str | None = None,
-                storage_options: Mapping[str, str] | None = None) -> None:
+                storage_options: Mapping[str, str] | None = None, note: str | None = None) -> None:
     """Write ``df`` as a Delta table at ``path`` in one commit.
 
     Args:
@@ -100,6 +103,7 @@ def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str |
         engine: ``auto``/``native``/``deltars`` (:func:`resolve_engine`).
         storage_options: delta-rs options for an object-store ``path`` (fallback only; default
             :func:`apwa_spark.storage.storage_options` of the session).
+        note: the commit's ``userMetadata`` (native path only).
 
     Raises:
         ValueError: an unsupported mode or engine, or a URI the fallback cannot write.
@@ -108,7 +112,7 @@ def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str |
     spark = df.sparkSession
     uri = storage.normalize(path)
     if resolve_engine(spark, engine) == "native":
-        _native_writer(df, mode).save(uri)
+        _native_writer(df, mode, note).save(uri)
         return
     options = dict(storage.storage_options(spark, uri) if storage_options is None else storage_options)
     spark.dataSource.register(DeltaRsDataSource)
@@ -202,13 +206,14 @@ class TableStore:
         """A file location under ``root`` (response cache, manifests), whatever ``schema`` says."""
         return storage.join(self.root, name)
 
-    def write(self, df: DataFrame, name: str, mode: str = "overwrite") -> None:
-        """Write ``df`` as the table ``name`` in one commit (CDF on, native path)."""
+    def write(self, df: DataFrame, name: str, mode: str = "overwrite", note: str | None = None) -> None:
+        """Write ``df`` as the table ``name`` in one commit (CDF on, native path); ``note``: the
+        commit's ``userMetadata`` (native path)."""
         if not self.schema:
-            write_delta(df, self.location(name), mode, self.engine, self.storage_options)
+            write_delta(df, self.location(name), mode, self.engine, self.storage_options, note)
             return
         _check_mode(mode)
-        _native_writer(df, mode).saveAsTable(self.location(name))
+        _native_writer(df, mode, note).saveAsTable(self.location(name))
 
     def read(self, name: str) -> DataFrame:
         """The current version of the table ``name``."""

@@ -5,6 +5,7 @@ native Delta, the real embedded model behind the proxy that counts every complet
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,11 @@ def test_an_edit_recomputes_its_leaves_and_ancestors_only_an_unchanged_rerun_wri
     assert all(after[t] == before[t] + 1 for t in TABLES), (before, after)
     history = spark.sql(f"DESCRIBE HISTORY delta.`{out / 'scene_r1'}` LIMIT 1").first()
     assert history["operation"] == "MERGE" and history["operationMetrics"]["numTargetRowsUpdated"] == "1"
+    # result was written while the queue made the level commits: its commit names this run, and it holds the new root
+    result = spark.sql(f"DESCRIBE HISTORY delta.`{out / 'result'}` LIMIT 1").first()
+    assert json.loads(result["userMetadata"]) == {"run_id": edited.run_id}
+    assert [r["summary"] for r in spark.read.format("delta").load(str(out / "result")).collect()] == [
+        new["play_r1"]["play:romeo-incremental:r1"]["summary"]]
 
     # the full run of the edited input (same answers, from the shared cache) gave the same tables
     for table in TABLES[1:-1]:
@@ -231,3 +237,20 @@ def test_queued_commits_are_made_in_order_and_the_first_failure_stops_the_rest_a
             commits.submit(fail)
             commits.submit(lambda: made.append("scenes"))  # after a failed commit: not made
     assert made == ["leaves"]
+
+
+def test_a_write_with_a_note_keeps_it_while_another_commit_holds_the_session_note(spark, tmp_path):
+    """The run writes ``result`` while its queue may still be making a commit whose ``userMetadata`` is
+    the session conf (the leaf table's input version): the result's commit keeps its own note."""
+    from delta.tables import DeltaTable as SparkDeltaTable
+
+    from apwa_spark.delta import TableStore, commit_metadata
+
+    store = TableStore.create(spark, str(tmp_path / "out"), "native")
+    with commit_metadata(spark, json.dumps({"input_version": 7})):  # what a queued leaf MERGE sets meanwhile
+        store.write(spark.createDataFrame([("a", "A")], "node_id string, summary string"), "result",
+                    note=json.dumps({"run_id": "r9"}))
+        store.write(spark.createDataFrame([("a", "A")], "node_id string, summary string"), "leaf")
+    note = lambda name: SparkDeltaTable.forPath(spark, str(tmp_path / "out" / name)).history(1).first()["userMetadata"]  # noqa: E731
+    assert json.loads(note("result")) == {"run_id": "r9"}
+    assert json.loads(note("leaf")) == {"input_version": 7}

@@ -11,6 +11,7 @@ or a URI (``s3a://bucket/runs/q1``); with ``output_schema`` the tables are manag
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,12 +113,12 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
         job = JobContext(settings, new_run_id(), spark.sparkContext.defaultParallelism, plan.plan_id, options,
                          budget_url=budget.url if budget else None)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.schema or store.root}", flush=True)
-        with CommitQueue(spark) as commits:
+        with CommitQueue(spark) as commits:  # left when its last commit is made
             run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key, source),
                              commits=commits)
             result = compile_plan(spread(df, job.tasks), plan, run)
-        if run.increment is None or any(t.committed for t in run.tables) or not store.exists("result"):
-            store.write(result, "result")
+            if run.increment is None or any(t.committed for t in run.tables) or not store.exists("result"):
+                store.write(result, "result", note=json.dumps({"run_id": job.run_id}))  # while the queue commits
         errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables)
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
     return PlanRun(job.run_id, store.root, store.read("result"), run.tables, errors, time.monotonic() - started)

@@ -146,7 +146,8 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     a parent whose id and content hash are unchanged, and every table is updated with one MERGE on
     ``node_id`` (none when nothing changed). On a re-run, a level's commit is queued on the run's
     :class:`~apwa_spark.runs.CommitQueue` (``run.commits``) and made while the next level computes
-    from the rows it commits.
+    from the rows it commits; the top level's rows are returned while its commit may still be
+    queued (the run's result is written meanwhile, and the run waits for the queue at its end).
 
     Returns:
         with ``levels``: the top level's node table; else the group keys, ``<output>`` and ``<name>_meta``.
@@ -187,9 +188,9 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
             run_rounds(write_round, groups_left, f"reduce step {name!r}, level {level.name!r}")
         except ReduceDidNotConverge as e:
             raise PlanError(str(e)) from None
-    if commits is not None:
-        commits.wait()
-    table = run.store.read(run.tables[-1].table)
+    if commits is None:
+        table = run.store.read(run.tables[-1].table)
+    # else: the top round's rows as they are being committed; the run waits for the queue at its end
     if step.levels:
         return table
     meta = F.struct(*[F.col(f.name) for f in META_SCHEMA.fields]).alias(f"{name}_meta")
