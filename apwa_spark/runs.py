@@ -34,7 +34,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from pyspark import inheritable_thread_target
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, StructField, StructType
 
@@ -91,8 +91,8 @@ class TableStats:
         columns: its column names.
         kept: rows an earlier run made, kept as they were (incremental runs; their calls are not counted).
         committed: False when the run left the table as it was (no new version).
-        groups: distinct values of the group keys :func:`write_table` was given (a reduce round's
-            level keys; 1 for a round without keys and with rows); None when it was given none.
+        groups: the groups of the rows below that a reduce round reduced (the ``groups`` aggregate
+            :func:`write_table` was given); None when it was given none.
     """
 
     table: str
@@ -115,7 +115,7 @@ class TableStats:
 
 def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
                 source: DataFrame | None = None, how: str = "overwrite", run_id: str | None = None,
-                note: str | None = None, group_by: Sequence[str] | None = None,
+                note: str | None = None, groups: Column | None = None,
                 commits: CommitQueue | None = None) -> DataFrame:
     """Write ``df`` as the Delta table ``name`` of ``store``, append its :class:`TableStats` to
     ``tables``, print a line of its figures (the run's progress), and return it read back.
@@ -130,7 +130,7 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
         run_id: this run; with it, the figures count only the calls of rows this run made, and
             ``kept`` the rows an earlier run made.
         note: the commit's ``userMetadata`` (native path), e.g. the input version an incremental run read.
-        group_by: columns whose distinct values the figures count (``TableStats.groups``).
+        groups: an aggregate Column counting the groups a reduce round reduced (``TableStats.groups``).
         commits: where the table exists already (a re-run), its commit is queued there and made
             while the caller goes on: the figures are appended at once, the line is printed once
             it has committed, and the rows it commits are returned (computed, not read back).
@@ -146,7 +146,7 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     if how == "merge" and (current is None or set(current.columns) != set(df.columns)):
         how = "overwrite"  # a new table, or one an older apwa-spark wrote
     staged = df.localCheckpoint(eager=False) if how == "merge" or (queued and current is not None) else None
-    totals = _totals(staged, run_id, group_by) if staged is not None else None
+    totals = _totals(staged, run_id, groups) if staged is not None else None
     if how == "merge" and totals["kept"] == totals["rows"] and current.count() == totals["kept"]:
         how = "keep"  # kept rows are the table's own: nothing new, and nothing gone when it holds no others
 
@@ -184,7 +184,7 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     commit()
     seconds = time.monotonic() - started
     table = store.read(name)
-    report(append_stats(table.columns, totals or _totals(table, run_id, group_by)), seconds)
+    report(append_stats(table.columns, totals or _totals(table, run_id, groups)), seconds)
     return table
 
 
@@ -236,10 +236,10 @@ class CommitQueue:
             self.wait()
 
 
-def _totals(table: DataFrame, run_id: str | None = None, group_by: Sequence[str] | None = None) -> dict:
-    """:class:`TableStats` figures of ``table``'s rows, in one Spark aggregate."""
-    groups = ([F.count_distinct(F.struct(*group_by)).alias("groups")] if group_by
-              else [F.least(F.count("*"), F.lit(1)).alias("groups")] if group_by is not None else [])
+def _totals(table: DataFrame, run_id: str | None = None, groups: Column | None = None) -> dict:
+    """:class:`TableStats` figures of ``table``'s rows, in one Spark aggregate (``groups``: one more
+    aggregate Column, the figure ``groups``)."""
+    groups = [groups.alias("groups")] if groups is not None else []
     if "status" not in table.columns:  # a table without flat call fields (input, or a step's <name>_meta)
         row = table.agg(F.count("*").alias("rows"), *groups).first()
         return dict(llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,

@@ -166,3 +166,16 @@ def test_a_reduce_estimate_on_measured_groups_counts_no_call_for_a_one_row_group
     assert "group sizes measured" in measured.assumption
     guessed = estimate_reduce(step, stats)  # without the rows: groups unknown, one row each
     assert guessed.llm_calls == 0 and "unknown" in guessed.assumption
+
+
+def test_a_rounds_groups_are_counted_from_its_parents_ids(spark):
+    """A group that overflowed the token budget has parents ``<base>.0``, ``<base>.1`` …; one that did
+    not has ``<base>``: the count (``groups_left`` compares it with the rows) is one per group, even
+    where a group key itself holds ``:r`` and dots."""
+    from apwa_spark.steps.reduce import _groups
+
+    ids = ["scene:rj/ACT I/SCENE I.:r1", "scene:rj/ACT I/SCENE II. A street:r1.0", "scene:rj/ACT I/SCENE II. A street:r1.1",
+           "scene:rj/ACT I/SCENE II. A street:r1.10", "act:odd:r1.5 key:r2", "play:all:r12.0"]
+    df = spark.createDataFrame([(i,) for i in ids], "node_id string")
+    assert df.agg(_groups()).first()[0] == 4
+    assert df.limit(1).agg(_groups()).first()[0] == 1
