@@ -151,11 +151,11 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
         how = "keep"  # kept rows are the table's own: nothing new, and nothing gone when it holds no others
 
     def commit() -> None:
-        with commit_metadata(store.spark, note):
-            if how == "merge":
+        if how == "merge":
+            with commit_metadata(store.spark, note):  # a MERGE takes its userMetadata from the session only
                 store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
-            elif how == "overwrite":
-                store.write(df if staged is None else staged, name)
+        elif how == "overwrite":
+            store.write(df if staged is None else staged, name, note=note)
 
     def append_stats(columns: list[str], figures: dict) -> TableStats:
         stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs, columns=columns,

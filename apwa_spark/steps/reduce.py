@@ -188,19 +188,23 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
             run_rounds(write_round, groups_left, f"reduce step {name!r}, level {level.name!r}")
         except ReduceDidNotConverge as e:
             raise PlanError(str(e)) from None
-    if commits is None:
-        table = run.store.read(run.tables[-1].table)
-    # else: the top round's rows as they are being committed; the run waits for the queue at its end
+    # ``table``: the top round read back, or on a re-run its rows as they are being committed (the run
+    # waits for the queue at its end)
     if step.levels:
         return table
     meta = F.struct(*[F.col(f.name) for f in META_SCHEMA.fields]).alias(f"{name}_meta")
     return table.select(*keys, step.output, meta)
 
 
+def parent_id(base: str, n: int, count: int) -> str:
+    """The id of parent ``n`` of the ``count`` a group's round made: ``<base>`` alone, else
+    ``<base>.0``, ``<base>.1`` … (``base``: ``<level>:<group keys>:r<round>``)."""
+    return base if count == 1 else f"{base}.{n}"
+
+
 def _groups() -> Column:
-    """The aggregate counting the groups a round reduced, without a distinct (one shuffle less): a
-    group's parents are ``<base>`` alone, or ``<base>.0``, ``<base>.1`` … (:func:`_reduce_partition_fn`),
-    so every group has exactly one row whose id has no ``.<n>`` suffix with n ≥ 1."""
+    """The aggregate counting the groups a round reduced, without a distinct (one shuffle less):
+    every group has exactly one parent whose id (:func:`parent_id`) has no ``.<n>`` suffix with n ≥ 1."""
     return F.count_if(~F.col("node_id").rlike(r":r\d+\.[1-9]\d*$"))
 
 
@@ -307,7 +311,7 @@ def _reduce_partition_fn(step: ReduceStep, level: Level, keys: list[str], text: 
 
         def held(g: int, n: int, count: int, members: list[int]) -> dict | None:
             """The last run's row of this parent, when its id and content hash are unchanged."""
-            row = kept.get(bases[g] + (f".{n}" if count > 1 else ""))
+            row = kept.get(parent_id(bases[g], n, count))
             digest = node_hash(salt, _lineage(groups[g], members))
             return row if row is not None and row["content_hash"] == digest else None
 
@@ -323,7 +327,7 @@ def _reduce_partition_fn(step: ReduceStep, level: Level, keys: list[str], text: 
         rows = []
         for g, (group, parents) in enumerate(zip(groups, reduce_groups(children, step.token_budget, call, True, known))):
             for n, p in enumerate(parents):
-                node_id = bases[g] + (f".{n}" if len(parents) > 1 else "")
+                node_id = parent_id(bases[g], n, len(parents))
                 rows.append(held(g, n, len(parents), p.children) or _node(
                     group, p.children, p.completion, p.failed_inputs, keys, level, round_no, node_id, hashed,
                     node_hash(salt, _lineage(group, p.children)), out, job))
