@@ -142,8 +142,15 @@ def test_retry_failed_redrives_exactly_the_failed_rows(spark, endpoint, tmp_path
     assert retry.returncode == 0, retry.stdout[-2000:] + retry.stderr[-2000:]
     level0 = read_delta(spark, tmp_path / "out" / "chunk").toPandas()
     assert (level0["status"] == "ok").all()
-    assert level0["llm_calls"].sum() == len(failed)  # exactly the failed level-0 rows were sent again
-    assert set(level0.loc[level0["llm_calls"] > 0, "node_id"]) == set(failed["node_id"])
+    # the retry re-evaluates the scenes with a failed chunk (their ok chunks from the cache) and keeps the
+    # other scenes' chunks as the first run made them, with that run's id and calls (the prologue's two
+    # chunks, when neither failed)
+    retry_id = next(line.split()[1] for line in retry.stdout.splitlines() if line.startswith("run "))
+    remade = level0[level0["run_id"] == retry_id]
+    assert set(level0["run_id"]) <= {run_id, retry_id}
+    assert set(failed["node_id"]) <= set(remade["node_id"])
+    assert remade["llm_calls"].sum() == len(failed)  # exactly the failed level-0 rows were sent again
+    assert set(remade.loc[remade["llm_calls"] > 0, "node_id"]) == set(failed["node_id"])
 
 
 # ---- secrets ----------------------------------------------------------------------------------------------
