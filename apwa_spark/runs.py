@@ -137,7 +137,8 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
             Where it does not, the queue is waited for and the table written here.
 
     The figures are one Spark aggregate; with ``merge`` or a queued commit, it is the one that
-    computes the rows (their LLM calls, once) and decides whether there is anything to commit.
+    computes the rows (their LLM calls, once) and decides whether there is anything to commit. An
+    overwrite observes them while its write job runs (:func:`observed`), with no job of their own.
     """
     inputs = source.inputFiles() if source is not None else []
     started = time.monotonic()
@@ -181,10 +182,15 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
         return staged
     if queued and how != "keep":
         commits.wait()  # one commit at a time: a commit's userMetadata is a session conf
+    written = lambda: None  # noqa: E731
+    if staged is None and how == "overwrite":  # the figures come with the write, not from a read-back
+        df, written = observed(df, _figure_columns(df.columns, run_id, groups))
     commit()
     seconds = time.monotonic() - started
     table = store.read(name)
-    report(append_stats(table.columns, totals or _totals(table, run_id, groups)), seconds)
+    seen = written()
+    figures = totals or (_as_totals(seen) if seen is not None else _totals(table, run_id, groups))
+    report(append_stats(table.columns, figures), seconds)
     return table
 
 
@@ -236,17 +242,15 @@ class CommitQueue:
             self.wait()
 
 
-def _totals(table: DataFrame, run_id: str | None = None, groups: Column | None = None) -> dict:
-    """:class:`TableStats` figures of ``table``'s rows, in one Spark aggregate (``groups``: one more
-    aggregate Column, the figure ``groups``)."""
+def _figure_columns(columns: Sequence[str], run_id: str | None = None, groups: Column | None = None) -> list[Column]:
+    """The :class:`TableStats` figures of a table with ``columns`` as aggregate Columns (``groups``:
+    one more, the figure ``groups``); with ``run_id``, the call figures sum this run's rows only."""
     groups = [groups.alias("groups")] if groups is not None else []
-    if "status" not in table.columns:  # a table without flat call fields (input, or a step's <name>_meta)
-        row = table.agg(F.count("*").alias("rows"), *groups).first()
-        return dict(llm_calls=0, prompt_tokens=0, completion_tokens=0, cached_tokens=0, errors=0,
-                    cache_hits=0, unevaluated=0, kept=0, **row.asDict())
-    mine = F.col("run_id") == run_id if run_id and "run_id" in table.columns else F.lit(True)
+    if "status" not in columns:  # a table without flat call fields (input, or a step's <name>_meta)
+        return [F.count("*").alias("rows"), *groups]
+    mine = F.col("run_id") == run_id if run_id and "run_id" in columns else F.lit(True)
     now = lambda c: F.coalesce(F.sum(F.when(mine, c)), F.lit(0))  # noqa: E731  (sums over this run's rows)
-    row = table.agg(
+    return [
         F.count("*").alias("rows"),
         *[now(F.col(c)).alias(c) for c in ("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens")],
         F.sum(F.when(F.col("status") == "error", 1).otherwise(0)).alias("errors"),
@@ -254,8 +258,44 @@ def _totals(table: DataFrame, run_id: str | None = None, groups: Column | None =
         F.sum(F.when(F.col("status") == "unevaluated", 1).otherwise(0)).alias("unevaluated"),
         F.sum(F.when(mine, 0).otherwise(1)).alias("kept"),
         *groups,
-    ).first()
-    return {k: int(v or 0) for k, v in row.asDict().items()}
+    ]
+
+
+def _as_totals(figures: Mapping[str, Any]) -> dict:
+    """``figures`` (the aggregate of :func:`_figure_columns`) as :class:`TableStats` keyword arguments."""
+    zero = dict.fromkeys(("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens", "errors",
+                          "cache_hits", "unevaluated", "kept"), 0)
+    return {**zero, **{k: int(v or 0) for k, v in figures.items()}}
+
+
+def _totals(table: DataFrame, run_id: str | None = None, groups: Column | None = None) -> dict:
+    """:class:`TableStats` figures of ``table``'s rows, in one Spark aggregate (:func:`_figure_columns`)."""
+    return _as_totals(table.agg(*_figure_columns(table.columns, run_id, groups)).first().asDict())
+
+
+def observed(df: DataFrame, metrics: Sequence[Column]) -> tuple[DataFrame, Callable[[], dict | None]]:
+    """``df`` with the aggregate Columns ``metrics`` observed while the job that writes it computes
+    its rows (Spark's ``DataFrame.observe`` with an ``Observation``), so that no second job reads
+    the table back for them; and a function giving ``{name: value}`` once that job has run. It
+    gives None where the session delivered no metrics (Spark Connect, or a writer that runs a query
+    of its own): the caller aggregates the table instead. Delivery is checked without blocking, on
+    the JVM ``Observation``'s future (Spark 4)."""
+    from pyspark.sql import Observation
+    from pyspark.sql.utils import is_remote
+
+    if is_remote():
+        return df, lambda: None
+    observation = Observation()
+    watched = df.observe(observation, *metrics)
+
+    def values() -> dict | None:
+        try:
+            delivered = observation._jo.future().isCompleted()  # get would wait for ever when none came
+        except Exception:  # noqa: BLE001  (another Spark's Observation: aggregate the table instead)
+            return None
+        return observation.get if delivered else None
+
+    return watched, values
 
 
 class UnknownRunError(LookupError):
@@ -451,12 +491,15 @@ def plan_manifest(plan: Any, job: str, source: str | None, key: str, output_sche
 
 
 def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict, seconds: float,
-                   budget: BudgetServer | None = None, tables: Sequence[TableStats] = ()) -> dict[str, int]:
+                   budget: BudgetServer | None = None, tables: Sequence[TableStats] = (),
+                   counted: Mapping[str, int] | None = None) -> dict[str, int]:
     """:func:`finish_run` for a plan run whose result table is written: counts per step and status,
     the error rows of every ``<step>_meta`` (:func:`plan_failures`) and of every node table a
     ``reduce`` step wrote (``tables`` with ``node_id``: :func:`node_failures`) to the dead letter;
     prints the outcome and, when rows failed, the ``retry-failed`` command; with a ``budget``, what
     it spent (``budget`` in the manifest) and the rows it left unevaluated (:func:`report_budget`).
+    ``counted``: the result's :func:`status_columns` observed while this run wrote it (None: it is
+    aggregated here).
 
     Returns:
         error class ──► failed rows.
@@ -466,7 +509,7 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     steps = [name for name, _ in plan.named_steps()]
     in_nodes = {name for name, step in plan.named_steps() if step.cardinality.value == "many-to-one"} if nodes else set()
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
-    counts = status_counts(result, steps)
+    counts = status_counts(result, steps, counted)
     failed = [f for f in (plan_failures(result, job.run_id, [s for s in steps if s not in in_nodes], keys),
                           node_failures(store, nodes, job.run_id)) if f is not None]
     spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
@@ -496,15 +539,29 @@ def node_failures(store: TableStore, tables: Sequence[TableStats], run_id: str) 
     return reduce(DataFrame.unionByName, parts) if parts else None
 
 
-def status_counts(result: DataFrame, steps: Sequence[str]) -> dict:
+#: The statuses :func:`status_counts` counts per step.
+STATUSES = ("ok", "partial", "error", "unevaluated")
+
+
+def status_columns(columns: Sequence[str], steps: Sequence[str]) -> list[Column]:
+    """The aggregate Columns of :func:`status_counts` over a result with ``columns``: ``rows``,
+    then ``<step>.<status>`` for each step with a ``<step>_meta`` column."""
+    return [F.count(F.lit(1)).alias("rows"),
+            *[F.count_if(F.col(f"{s}_meta.status") == status).alias(f"{s}.{status}")
+              for s in steps if f"{s}_meta" in columns for status in STATUSES]]
+
+
+def status_counts(result: DataFrame, steps: Sequence[str], observed: Mapping[str, int] | None = None) -> dict:
     """``{"rows": n, step: {"ok": n, "partial": n, "error": n, "unevaluated": n}}`` over the
-    ``<step>_meta`` columns of ``result`` (``unevaluated``: left by a spent budget)."""
-    pairs = [(s, status) for s in steps if f"{s}_meta" in result.columns
-             for status in ("ok", "partial", "error", "unevaluated")]
-    row = result.agg(F.count(F.lit(1)), *[F.count_if(result[f"{s}_meta"]["status"] == status) for s, status in pairs]).first()
-    counts: dict = {"rows": row[0]}
-    for (s, status), n in zip(pairs, row[1:]):
-        counts.setdefault(s, {})[status] = n
+    ``<step>_meta`` columns of ``result`` (``unevaluated``: left by a spent budget); from
+    ``observed`` (:func:`status_columns` observed while ``result`` was written) where given, else
+    one aggregate of ``result``."""
+    row = observed if observed is not None else result.agg(*status_columns(result.columns, steps)).first().asDict()
+    counts: dict = {"rows": row["rows"]}
+    for name, n in row.items():
+        if name != "rows":
+            step, status = name.rsplit(".", 1)
+            counts.setdefault(step, {})[status] = n
     return counts
 
 

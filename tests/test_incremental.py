@@ -223,6 +223,39 @@ def test_a_merge_write_commits_once_what_changed_and_nothing_when_nothing_did(sp
     assert version() == first + 2 and sorted(r["summary"] for r in store.read("t").collect()) == ["A2", "B2", "D"]
 
 
+@pytest.mark.parametrize("engine", ["native", "deltars"])
+def test_an_overwrite_observes_its_figures_in_the_write_job_and_they_are_the_tables(spark, tmp_path, engine):
+    from pyspark.sql import functions as F
+
+    from apwa_spark.delta import TableStore
+    from apwa_spark.runs import _as_totals, _figure_columns, _totals, observed, status_columns, status_counts, write_table
+
+    store, tables = TableStore.create(spark, str(tmp_path / "out"), engine), []
+    df = spark.createDataFrame([("a", "r0", "ok", 1, 10, 2, 0, False), ("b", "r1", "ok", 1, 11, 3, 0, True),
+                                ("c", "r1", "error", 3, 12, 0, 0, False), ("d", "r1", "unevaluated", 0, 0, 0, 0, False)],
+                               "node_id string, run_id string, status string, llm_calls int, prompt_tokens long, "
+                               "completion_tokens long, cached_tokens long, from_cache boolean")
+    groups = F.count_if(F.col("node_id") != "d")
+    watched, figures = observed(df, _figure_columns(df.columns, "r1", groups))
+    assert figures() is None  # nothing delivered before the write job runs (and asking does not wait)
+    store.write(watched, "t")
+    expected = _totals(store.read("t"), "r1", groups)  # the read-back aggregate the observation replaces
+    assert _as_totals(figures()) == expected
+    assert expected == dict(rows=4, llm_calls=4, prompt_tokens=23, completion_tokens=3, cached_tokens=0, errors=1,
+                            cache_hits=1, unevaluated=1, kept=1, groups=3)
+    write_table(store, tables, "t2", df, run_id="r1", groups=groups)
+    stats = tables[-1]
+    assert (stats.rows, stats.llm_calls, stats.errors, stats.kept, stats.groups) == (4, 4, 1, 1, 3)
+    # a plan's result: its status counts per step come with its write too
+    result = df.select("node_id", F.struct("status").alias("map1_meta"), F.struct(F.lit("ok").alias("status")).alias("map2_meta"))
+    watched, counted = observed(result, status_columns(result.columns, ["map1", "map2", "gone"]))
+    store.write(watched, "result")
+    counts = status_counts(store.read("result"), ["map1", "map2", "gone"])
+    assert counts == {"rows": 4, "map1": {"ok": 2, "partial": 0, "error": 1, "unevaluated": 1},
+                      "map2": {"ok": 4, "partial": 0, "error": 0, "unevaluated": 0}}
+    assert status_counts(store.read("result"), ["map1", "map2", "gone"], counted()) == counts
+
+
 def test_queued_commits_are_made_in_order_and_the_first_failure_stops_the_rest_and_is_raised(spark):
     from apwa_spark.runs import CommitQueue
 
