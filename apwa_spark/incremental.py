@@ -11,7 +11,8 @@ to the response cache:
   the feed; elsewhere the leaves of the last run whose ``(input_key, content_hash)`` is a current
   row's ``(input_key, input_hash)`` are the unchanged rows. Leaves of unchanged rows, none of
   which failed or was left unevaluated, are kept; the row-level steps run over the other rows
-  only. An input row gone (a deleted scene) keeps no leaf.
+  only. A leaf whose text was NULL or blank (``NullInput``, ``EmptyInput``) is kept too: the same
+  row would fail the same way. An input row gone (a deleted scene) keeps no leaf.
 * **nodes**: a leaf's ``content_hash`` is its row's ``input_hash``; a parent's is the hash of its
   level's prompt, the answer cap, the model and its children's ids, hashes and statuses
   (:func:`node_hash`). A reduce round keeps the last run's row of a node whose id and hash are
@@ -46,8 +47,11 @@ from apwa_spark.runs import write_table
 
 #: Columns every input row of an incremental plan carries through its row-level steps to the leaves.
 INPUT_KEY, INPUT_HASH = "input_key", "input_hash"
-#: Leaf statuses whose input row is evaluated again on a re-run.
+#: Leaf statuses whose input row is evaluated again on a re-run ...
 RETRIED = ("error", "unevaluated")
+#: ... unless the error is one of these: the row's text was NULL or blank, which fails the same way
+#: again, with no call, so its leaf is kept like an ok one (once the row has text, its hash changes).
+INPUT_ERRORS = ("NullInput", "EmptyInput")
 
 
 def node_hash(salt: str, children: Sequence[tuple[str, str | None, str | None]]) -> str:
@@ -115,7 +119,8 @@ class Increment:
         last = self._last_leaves(store)
         if last is None:
             return keyed
-        retried = last.filter(F.col("status").isin(*RETRIED)).select("input_key").distinct()
+        input_error = F.coalesce(F.col("error_class").isin(*INPUT_ERRORS), F.lit(False))
+        retried = last.filter(F.col("status").isin(*RETRIED) & ~input_error).select("input_key").distinct()
         note = self._last_note(store) if self.feed is not None else {}
         changed = self._changed_keys(note)
         if changed is None:
@@ -181,7 +186,7 @@ class Increment:
         if not self.reuse or not store.exists(self.leaf_table):
             return None
         table = store.read(self.leaf_table)
-        return table if {"input_key", "content_hash", "status"} <= set(table.columns) else None
+        return table if {"input_key", "content_hash", "status", "error_class"} <= set(table.columns) else None
 
     def write_rows(self, run, name: str, df: DataFrame) -> DataFrame:
         """Write a materialized step's table (``run``: the :class:`~apwa_spark.plan.step.RunContext`)

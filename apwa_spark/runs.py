@@ -277,9 +277,10 @@ def observed(df: DataFrame, metrics: Sequence[Column]) -> tuple[DataFrame, Calla
     """``df`` with the aggregate Columns ``metrics`` observed while the job that writes it computes
     its rows (Spark's ``DataFrame.observe`` with an ``Observation``), so that no second job reads
     the table back for them; and a function giving ``{name: value}`` once that job has run. It
-    gives None where the session delivered no metrics (Spark Connect, or a writer that runs a query
-    of its own): the caller aggregates the table instead. Delivery is checked without blocking, on
-    the JVM ``Observation``'s future (Spark 4)."""
+    gives None where the session delivered no metrics: Spark Connect, or a writer that runs the
+    query as a command of its own (``saveAsTable`` of a Delta table completes the observation with
+    an empty row); the caller aggregates the table instead. Delivery is checked without blocking,
+    on the JVM ``Observation``'s future (Spark 4)."""
     from pyspark.sql import Observation
     from pyspark.sql.utils import is_remote
 
@@ -290,10 +291,11 @@ def observed(df: DataFrame, metrics: Sequence[Column]) -> tuple[DataFrame, Calla
 
     def values() -> dict | None:
         try:
-            delivered = observation._jo.future().isCompleted()  # get would wait for ever when none came
-        except Exception:  # noqa: BLE001  (another Spark's Observation: aggregate the table instead)
+            if not observation._jo.future().isCompleted():  # get would wait for ever when none came
+                return None
+            return observation.get or None
+        except Exception:  # noqa: BLE001  (an empty row, or another Spark's Observation: aggregate instead)
             return None
-        return observation.get if delivered else None
 
     return watched, values
 
@@ -551,12 +553,12 @@ def status_columns(columns: Sequence[str], steps: Sequence[str]) -> list[Column]
               for s in steps if f"{s}_meta" in columns for status in STATUSES]]
 
 
-def status_counts(result: DataFrame, steps: Sequence[str], observed: Mapping[str, int] | None = None) -> dict:
+def status_counts(result: DataFrame, steps: Sequence[str], counted: Mapping[str, int] | None = None) -> dict:
     """``{"rows": n, step: {"ok": n, "partial": n, "error": n, "unevaluated": n}}`` over the
     ``<step>_meta`` columns of ``result`` (``unevaluated``: left by a spent budget); from
-    ``observed`` (:func:`status_columns` observed while ``result`` was written) where given, else
+    ``counted`` (:func:`status_columns` observed while ``result`` was written) where given, else
     one aggregate of ``result``."""
-    row = observed if observed is not None else result.agg(*status_columns(result.columns, steps)).first().asDict()
+    row = counted if counted is not None else result.agg(*status_columns(result.columns, steps)).first().asDict()
     counts: dict = {"rows": row["rows"]}
     for name, n in row.items():
         if name != "rows":
