@@ -3,12 +3,32 @@
 The path through the package: query ──► :mod:`~apwa_spark.plan.planner` ──► :class:`~apwa_spark.plan.ir.Plan`
 ──► :mod:`~apwa_spark.plan.compiler` (pandas UDFs) ──► :mod:`~apwa_spark.plan.agents` /
 :mod:`~apwa_spark.agent` ──► :mod:`~apwa_spark.llm.client` ──► :mod:`~apwa_spark.delta`.
+
+The names below are imported on first use (PEP 562), so a Spark Python worker that unpickles a
+pandas UDF imports only the modules that UDF needs, not the planner, jobs and streaming.
 """
 
-from apwa_spark.api import chunk, classify, extract, filter_rows, map_text, plan, redact, reduce_groups, run
-from apwa_spark.plan.ir import Plan, PlanError
-from apwa_spark.streaming import stream
-from apwa_spark.summarize import summarize_play, summarize_plays
+from importlib import import_module
 
-__all__ = ["chunk", "classify", "extract", "filter_rows", "map_text", "plan", "redact", "reduce_groups", "run",
-           "stream", "Plan", "PlanError", "summarize_play", "summarize_plays"]
+#: public name ──► the module that defines it.
+_EXPORTS = {
+    **{name: "apwa_spark.api" for name in ("chunk", "classify", "extract", "filter_rows", "map_text", "plan", "redact",
+                                           "reduce_groups", "run")},
+    "Plan": "apwa_spark.plan.ir", "PlanError": "apwa_spark.plan.ir",
+    "stream": "apwa_spark.streaming",
+    "summarize_play": "apwa_spark.summarize", "summarize_plays": "apwa_spark.summarize",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'apwa_spark' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -69,6 +69,7 @@ class CacheSettings(BaseModel):
     enabled: bool = Field(True, description="reuse answers already paid for; write new ones as they arrive")
     path: str | None = Field(None, description="cache Delta table; unset: <job output>/_llm_cache")
     max_uncommitted: int = Field(64, ge=0, alias="maxUncommitted", description="answers per task that may wait for their cache commit while their calls go on; a kill repeats at most this plus llm.concurrency calls per task (0: every call waits for its commit)")
+    commit_seconds: float = Field(1.0, ge=0, alias="commitSeconds", description="least seconds between two cache commits of a task; answers arriving meanwhile share the next commit, which comes at once when maxUncommitted is passed or the batch ends (0: commit as soon as the previous commit ends)")
 
 
 class EmbeddedSettings(BaseModel):

@@ -506,19 +506,20 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     Returns:
         error class ──► failed rows.
     """
-    result = store.read("result")
     nodes = [t for t in tables if "node_id" in t.columns]
     steps = [name for name, _ in plan.named_steps()]
     in_nodes = {name for name, step in plan.named_steps() if step.cardinality.value == "many-to-one"} if nodes else set()
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
-    counts = status_counts(result, steps, counted)
-    failed = [f for f in (plan_failures(result, job.run_id, [s for s in steps if s not in in_nodes], keys),
+    counts = status_counts(store.read("result") if counted is None else None, steps, counted)
+    failing = [s for s in steps if s not in in_nodes and counts.get(s, {}).get("error")]  # no scan for none
+    failed = [f for f in (plan_failures(store.read("result"), job.run_id, failing, keys) if failing else None,
                           node_failures(store, nodes, job.run_id)) if f is not None]
     spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
     errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts,
                                      "tables": [t.table for t in tables], **spent},
                         reduce(DataFrame.unionByName, failed) if failed else None, seconds)
     if budget and budget.enabled:
+        result = store.read("result")
         metas = [result[f"{s}_meta"]["status"] == "unevaluated" for s in steps
                  if f"{s}_meta" in result.columns and s not in in_nodes]
         left = result.filter(reduce(lambda a, b: a | b, metas)).count() if metas else 0
@@ -553,11 +554,11 @@ def status_columns(columns: Sequence[str], steps: Sequence[str]) -> list[Column]
               for s in steps if f"{s}_meta" in columns for status in STATUSES]]
 
 
-def status_counts(result: DataFrame, steps: Sequence[str], counted: Mapping[str, int] | None = None) -> dict:
+def status_counts(result: DataFrame | None, steps: Sequence[str], counted: Mapping[str, int] | None = None) -> dict:
     """``{"rows": n, step: {"ok": n, "partial": n, "error": n, "unevaluated": n}}`` over the
     ``<step>_meta`` columns of ``result`` (``unevaluated``: left by a spent budget); from
-    ``counted`` (:func:`status_columns` observed while ``result`` was written) where given, else
-    one aggregate of ``result``."""
+    ``counted`` (:func:`status_columns` observed while ``result`` was written) where given
+    (``result`` may then be None), else one aggregate of ``result``."""
     row = counted if counted is not None else result.agg(*status_columns(result.columns, steps)).first().asDict()
     counts: dict = {"rows": row["rows"]}
     for name, n in row.items():

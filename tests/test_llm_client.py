@@ -1,4 +1,5 @@
 import json
+import threading
 import time
 
 import pytest
@@ -231,3 +232,49 @@ def test_the_rate_share_follows_the_processes_actually_sending():
         first.delay(1)
         assert first.processes == 1
     assert not server.enabled  # no spark.apwa.budget.*: the server only counted processes
+
+
+def _cached_answers(settings, tmp_path, commit_seconds: str, window: str) -> tuple[int, int, list]:
+    """Twelve distinct calls to the embedded model, 2 in flight, through a fresh response cache:
+    (commits of the cache table, answers readable from it once ``complete`` returned, completions)."""
+    from deltalake import DeltaTable
+
+    path = tmp_path / f"cache-{commit_seconds}-{window}"
+    local = settings.with_overrides(**{"spark.apwa.cache.path": str(path), "spark.apwa.cache.commitSeconds": commit_seconds,
+                                       "spark.apwa.cache.maxUncommitted": window, "spark.apwa.llm.concurrency": "2"})
+    tasks = [Task(agent.TEXT_TEMPLATE, f"Line {i}: {SCENE}", max_tokens=8) for i in range(12)]
+    out: list = []
+    worker = threading.Thread(target=lambda: out.extend(LLMClient(local).complete(tasks)))
+    worker.start()
+    worker.join(timeout=300)  # a batch must not wait out commitSeconds: 3600 s would hang here
+    assert not worker.is_alive(), "complete() waited for the commit interval instead of committing at the batch's end"
+    ok = [c for c in out if c.status == "ok"]
+    readable = len(ResponseCache(path).get_many([k for k in _keys(local, tasks)])) if ok else 0
+    return DeltaTable(str(path)).version() + 1, readable, out
+
+
+def _keys(settings, tasks) -> list[str]:
+    from apwa_spark.llm import endpoints
+    from apwa_spark.llm.prompts import cache_key
+
+    llm = settings.llm
+    params = {"temperature": llm.temperature, "seed": llm.seed, "frequency_penalty": llm.frequency_penalty}
+    return [cache_key(t, endpoints.prompt_style(llm), llm.model, params) for t in tasks]
+
+
+def test_answers_arriving_within_cache_commit_seconds_share_one_commit_and_a_batch_commits_at_its_end(settings, tmp_path):
+    commits, readable, out = _cached_answers(settings, tmp_path, "3600", "64")
+    ok = sum(c.status == "ok" for c in out)
+    assert ok >= 10, [c.error for c in out]
+    assert readable == ok  # every ok answer is durable when complete() returns
+    assert commits == 2  # the first answer at once (it creates the table), the other ok answers at the batch's end
+
+
+def test_past_max_uncommitted_a_call_commits_without_waiting_out_the_interval(settings, tmp_path):
+    commits, readable, out = _cached_answers(settings, tmp_path, "3600", "2")
+    ok = sum(c.status == "ok" for c in out)
+    assert ok >= 10, [c.error for c in out]
+    assert readable == ok
+    # the first answer commits alone; after it, a commit comes whenever more than 2 answers wait, so at
+    # least (ok - 1) / (2 + 2 in flight) more commits, far more than the interval alone would allow (1)
+    assert commits >= 1 + (ok - 1) // 4 and commits > 2

@@ -4,8 +4,11 @@ The key (:func:`apwa_spark.llm.prompts.cache_key`) hashes model, prompt style, r
 generation parameters and output schema. Only ``ok`` answers are stored, so a re-run retries what
 failed and reuses what was paid for. Spark tasks append to the table themselves as their calls
 finish (delta-rs; concurrent blind appends are retried on commit conflicts), many answers per
-commit, so a job killed mid-run loses only the calls in flight or not yet committed: at most
-``llm.concurrency + cache.maxUncommitted`` per task. The table may be on an object store
+commit and at most one commit per ``cache.commitSeconds`` per task, so a job killed mid-run loses
+only the calls in flight or not yet committed: at most ``llm.concurrency + cache.maxUncommitted``
+per task. A :class:`ResponseCache` keeps its table open between commits: delta-rs then reads only
+the log entries added since (about 5 ms of CPU a commit, against 20 to 40 ms when every append
+opens the table and replays its log; measured on this project's 2-core machine, deltalake 1.6). The table may be on an object store
 (``s3a://bucket/run/_llm_cache``): executors reach it with the job's delta-rs ``storage_options``;
 on Databricks a ``dbfs:/`` cache is opened through the ``/dbfs`` mount (:func:`~apwa_spark.storage.deltars_uri`).
 """
@@ -44,6 +47,7 @@ class ResponseCache:
     def __init__(self, path: str, storage_options: Mapping[str, str] | None = None):
         self.path = deltars_uri(path)
         self._options = dict(storage_options or {}) or None
+        self._table = None  # the open DeltaTable, once the table exists
 
     def __repr__(self) -> str:
         return f"ResponseCache({self.path!r})"
@@ -52,7 +56,19 @@ class ResponseCache:
         """True once the table has been written."""
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(self.path, storage_options=self._options)
+        return self._table is not None or DeltaTable.is_deltatable(self.path, storage_options=self._options)
+
+    def _open(self):
+        """The table, opened once and brought to its latest version (None while it does not exist)."""
+        from deltalake import DeltaTable
+
+        if self._table is None:
+            if not DeltaTable.is_deltatable(self.path, storage_options=self._options):
+                return None
+            self._table = DeltaTable(self.path, storage_options=self._options)
+        else:
+            self._table.update_incremental()
+        return self._table
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         """key ──► cached row (``text``, ``prompt_tokens``, ``completion_tokens``) for the keys present.
@@ -60,12 +76,11 @@ class ResponseCache:
         A key stored twice (two tasks that sent one prompt at once, or caches merged) reads as its
         first answer (earliest ``created_ms``, then text), so every read gives the same one.
         """
-        from deltalake import DeltaTable
-
         keys = list(set(keys))
-        if not keys or not self.exists():
+        delta_table = self._open() if keys else None
+        if delta_table is None:
             return {}
-        table = DeltaTable(self.path, storage_options=self._options).to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
+        table = delta_table.to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
         found: dict[str, dict] = {}
         for row in table.sort_by([("created_ms", "ascending"), ("text", "ascending")]).to_pylist():
             found.setdefault(row["key"], row)
@@ -82,13 +97,18 @@ class ResponseCache:
         now = int(time.time() * 1000)
         table = pa.Table.from_pylist(
             [dict(zip(SCHEMA.names, (*row, now))) for row in rows], schema=SCHEMA)
-        for attempt in range(COMMIT_TRIES):
+        for attempt in range(COMMIT_TRIES + 1):
+            target = self._table if self._table is not None else self.path
             try:
-                write_deltalake(self.path, table, mode="append", storage_options=self._options, configuration=PROPERTIES)
-                return
+                write_deltalake(target, table, mode="append", storage_options=self._options, configuration=PROPERTIES)
+                break
             except CommitFailedError:  # another task committed the same version first
+                if attempt == COMMIT_TRIES:
+                    raise
                 time.sleep(0.05 * (attempt + 1))
-        write_deltalake(self.path, table, mode="append", storage_options=self._options, configuration=PROPERTIES)
+                self._table = None  # open it again at its latest version
+        if self._table is None:
+            self._open()
 
     def compact(self) -> None:
         """Merge the many small files that per-call appends leave (driver, at job end)."""

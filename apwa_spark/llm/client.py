@@ -174,7 +174,7 @@ class LLMClient:
         readable = [key for key, task in unique.items() if task.cacheable]  # uncacheable: never read nor written
         cached = await asyncio.to_thread(self.cache.get_many, readable) if self.cache and readable else {}
         to_send = {key: task for key, task in unique.items() if key not in cached}
-        recorder = _CacheRecorder(self.cache, llm.model, self.settings.cache.max_uncommitted)
+        recorder = _CacheRecorder(self.cache, llm.model, self.settings.cache.max_uncommitted, self.settings.cache.commit_seconds)
         semaphore = asyncio.Semaphore(self.concurrency)
         client = _worker_client(self.settings, self.limiter)
         async with (httpx.AsyncClient(trust_env=False) if self.budget else contextlib.nullcontext()) as budget_http:
@@ -279,21 +279,25 @@ class LLMClient:
 
 
 class _CacheRecorder:
-    """Appends ok answers to the response cache as they arrive, one commit at a time, each taking
-    every answer that arrived while the previous one was written (group commit).
+    """Appends ok answers to the response cache as they arrive, each commit taking every answer that
+    arrived since the previous one (group commit), at most one commit per ``interval`` seconds.
 
     A caller goes on (freeing its concurrency slot) once its answer is queued, unless more than
-    ``window`` answers are then waiting for a commit: it waits for its commit (back-pressure). So at
-    any moment at most ``window + concurrency`` answers per task are not yet durable, and a kill
-    repeats only those calls; ``window`` 0 makes every caller wait. :meth:`flush` waits for the rest
-    before a batch returns.
+    ``window`` answers are then waiting for a commit: it waits for its commit, which then starts
+    without waiting out the interval (back-pressure). So at any moment at most ``window +
+    concurrency`` answers per task are not yet durable, and a kill repeats only those calls;
+    ``window`` 0 makes every caller wait. :meth:`flush` commits the rest at once and waits for it
+    before a batch returns. Each commit costs CPU that a local endpoint on the same machine would
+    otherwise use (:mod:`apwa_spark.llm.cache`): hence the interval.
     """
 
-    def __init__(self, cache: ResponseCache | None, model: str, window: int):
-        self.cache, self.model, self.window = cache, model, window
+    def __init__(self, cache: ResponseCache | None, model: str, window: int, interval: float):
+        self.cache, self.model, self.window, self.interval = cache, model, window, interval
         self.pending: list[tuple[tuple, asyncio.Future]] = []
         self.uncommitted = 0
         self.writer: asyncio.Task | None = None
+        self.now = asyncio.Event()  # commit without waiting out the interval
+        self.last_commit = float("-inf")
 
     async def record(self, key: str, c: Completion) -> None:
         if self.cache is None:
@@ -304,15 +308,24 @@ class _CacheRecorder:
         if self.writer is None or self.writer.done():
             self.writer = asyncio.ensure_future(self._drain())
         if self.uncommitted > self.window:
+            self.now.set()
             await committed
 
     async def flush(self) -> None:
-        """Wait until every recorded answer is committed."""
+        """Commit every recorded answer now, and wait until they are committed."""
+        self.now.set()
         if self.writer is not None:
             await self.writer
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self.pending:
+            wait = self.last_commit + self.interval - loop.time()
+            if wait > 0 and not self.now.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.now.wait(), wait)
+            self.now.clear()
+            self.last_commit = loop.time()
             batch, self.pending = self.pending, []
             try:
                 await asyncio.to_thread(self.cache.put_many, [row for row, _ in batch])
