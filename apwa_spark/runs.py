@@ -25,6 +25,7 @@ import json
 import re
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -423,12 +424,27 @@ def load_manifest(run_id: str, settings: Settings) -> dict:
 
 # ---- the end of every run ----------------------------------------------------------------------------
 
-def append_dead_letter(store: TableStore, failed: DataFrame | None) -> dict[str, int]:
+#: Failed rows up to which a dead-letter write counts its error classes itself, while it writes
+#: them (their classes come to the driver as one list); past it, a groupBy of the rows counts them.
+OBSERVED_CLASSES_MAX = 100_000
+
+
+def append_dead_letter(store: TableStore, failed: DataFrame | None, known_rows: int | None = None) -> dict[str, int]:
     """Append ``failed`` (rows with an ``error_class`` column; no text columns) to the Delta table
-    ``_dead_letter`` of ``store``; returns error class ──► rows ({} when there are none)."""
-    if failed is None or failed.isEmpty():
+    ``_dead_letter`` of ``store``; returns error class ──► rows ({} when there are none).
+
+    ``known_rows``: the caller knows ``failed`` has rows, at most this many: no job checks that it
+    is empty, and up to :data:`OBSERVED_CLASSES_MAX` the classes are counted by the write job
+    (:func:`observed`), not by a second job over the rows."""
+    if failed is None or (known_rows is None and failed.isEmpty()):
         return {}
-    store.write(failed, DEAD_LETTER, mode="append")
+    if known_rows is not None and known_rows <= OBSERVED_CLASSES_MAX:
+        watched, values = observed(failed, [F.collect_list("error_class").alias("classes")])
+        store.write(watched, DEAD_LETTER, mode="append")
+        if (got := values()) is not None:
+            return dict(Counter(got["classes"]))
+    else:
+        store.write(failed, DEAD_LETTER, mode="append")
     return {r["error_class"]: r["count"] for r in failed.groupBy("error_class").count().collect()}
 
 
@@ -439,15 +455,16 @@ def compact_cache(job: JobContext) -> None:
         ResponseCache(job.settings.cache.path, job.storage_options).compact()
 
 
-def finish_run(store: TableStore, job: JobContext, manifest: dict, failed: DataFrame | None, seconds: float) -> dict[str, int]:
-    """A job's last steps: ``failed`` rows to the dead letter, the response cache compacted, the
-    manifest (``manifest`` plus ``errors_by_class`` and ``seconds``) written under ``store.root``
-    and indexed in the run registry.
+def finish_run(store: TableStore, job: JobContext, manifest: dict, failed: DataFrame | None, seconds: float,
+               known_rows: int | None = None) -> dict[str, int]:
+    """A job's last steps: ``failed`` rows to the dead letter (``known_rows``: see
+    :func:`append_dead_letter`), the response cache compacted, the manifest (``manifest`` plus
+    ``errors_by_class`` and ``seconds``) written under ``store.root`` and indexed in the run registry.
 
     Returns:
         error class ──► failed rows of this run.
     """
-    errors = append_dead_letter(store, failed)
+    errors = append_dead_letter(store, failed, known_rows)
     compact_cache(job)
     write_manifest(store.spark, store.root, job.run_id,
                    {**manifest, "errors_by_class": errors, "seconds": round(seconds, 1)}, job.settings)
@@ -517,7 +534,8 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
     errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts,
                                      "tables": [t.table for t in tables], **spent},
-                        reduce(DataFrame.unionByName, failed) if failed else None, seconds)
+                        reduce(DataFrame.unionByName, failed) if failed else None, seconds,
+                        known_rows=sum(counts[s]["error"] for s in failing) + sum(t.errors for t in nodes) if failing else None)
     if budget and budget.enabled:
         result = store.read("result")
         metas = [result[f"{s}_meta"]["status"] == "unevaluated" for s in steps
