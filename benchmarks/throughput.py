@@ -9,7 +9,9 @@
     ``llm.serverSlots`` caps it (the embedded endpoint: its 4 slots / 2 tasks); the table shows the
     calls in flight per task after the cap.
     Wall time includes planning the one-step plan, the Spark job, the response cache and writing the
-    result Delta table. Reported: (b)/(a) = rows/s of (b) / best rows/s of (a).
+    result Delta table. Reported: (b)/(a), the median over ``pairs`` adjacent runs of (a) at its best
+    concurrency and then (b), each (b)'s rows/s over the (a) just before it (one run of either varies
+    by 10 % or more on a shared 2-core machine); also the first (b) over the sweep's best (a).
 (c) **Engine overhead**: the map step against :class:`apwa_spark.testing.instant_endpoint.InstantEndpoint`
     (answers at once), rows/s at several ``llm.concurrency`` values and row counts, response cache on
     (the default) and off; plus the bare client against the same endpoint, for reference.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import statistics
 from collections import Counter
 import sys
 import tempfile
@@ -50,8 +53,8 @@ from apwa_spark.plays import available_plays  # noqa: E402
 from apwa_spark.testing.instant_endpoint import InstantEndpoint  # noqa: E402
 
 SIZES = {
-    "small": {"prompts": 8, "instant_rows": [200], "instant_concurrency": [1, 4, 16]},
-    "full": {"prompts": 128, "instant_rows": [2000, 10000], "instant_concurrency": [1, 4, 16, 64]},
+    "small": {"prompts": 8, "pairs": 3, "instant_rows": [200], "instant_concurrency": [1, 4, 16]},
+    "full": {"prompts": 128, "pairs": 3, "instant_rows": [2000, 10000], "instant_concurrency": [1, 4, 16, 64]},
 }
 CEILING_CONCURRENCY = (1, 2, 4, 8)
 MAX_TOKENS = 24
@@ -131,6 +134,21 @@ def through_spark(spark, settings, texts: list[str], concurrency: int, cache: bo
                     llm_calls=sum(m["llm_calls"] or 0 for m in metas))
 
 
+def adjacent_pairs(spark, settings, texts: list[str], concurrency: int, repeats: int) -> list[dict]:
+    """(a) at ``concurrency`` and then (b) at ``concurrency / 2`` per task, ``repeats`` times in turn:
+    each (b) is compared with the (a) run just before it, under the same load of a shared machine
+    (single runs of either vary by 10 % or more)."""
+    prompts = [render_completion(Task(agents.MAP_TEMPLATE, TEMPLATE.format(line=t), MAX_TOKENS))[0] for t in texts]
+    pairs = []
+    for _ in range(repeats):
+        u = asyncio.run(_bare(settings, prompts, concurrency))
+        a = _figures(len(prompts), u["seconds"], u["prompt_tokens"], u["cached_tokens"], concurrency=concurrency,
+                     errors=u["errors"], completion_tokens=u["completion_tokens"])
+        b = through_spark(spark, settings, texts, max(1, concurrency // 2))
+        pairs.append({"a": a, "b": b, "ratio": round(b["rows_per_second"] / a["rows_per_second"], 3)})
+    return pairs
+
+
 def engine(spark, settings, rows_list: list[int], concurrencies: list[int]) -> dict:
     """(c): the map step against the instant endpoint; and the bare client against it."""
     with InstantEndpoint() as instant:
@@ -196,7 +214,7 @@ def run(spark, settings, size: str = "small", results_dir=None, name: str | None
     """(a), (b) and (c) at ``size`` (``overrides`` replace keys of :data:`SIZES`, e.g. ``prompts=4``;
     ``engine_only``: (c) alone, no model); writes JSON, Markdown and the PNG plot; returns the data."""
     cfg = {**SIZES[size], **overrides}
-    a, best, b = [], None, None
+    a, best, b, pairs = [], None, None, []
     if not engine_only:
         texts = play_lines(cfg["prompts"] * 2)
         warm, measured = texts[cfg["prompts"]:], texts[: cfg["prompts"]]
@@ -206,12 +224,14 @@ def run(spark, settings, size: str = "small", results_dir=None, name: str | None
         best = max(a, key=lambda lv: lv["rows_per_second"])
         # warm-up: Spark's Python workers start and import once per application; (a) had its own warm-up above
         b_warm = through_spark(spark, settings, warm[:4], max(1, best["concurrency"] // 2))
-        b = {**through_spark(spark, settings, measured, max(1, best["concurrency"] // 2)), "warmup_seconds": b_warm["seconds"]}
+        pairs = adjacent_pairs(spark, settings, measured, best["concurrency"], cfg["pairs"])
+        b = {**pairs[0]["b"], "warmup_seconds": b_warm["seconds"]}
     c = engine(spark, settings, cfg["instant_rows"], cfg["instant_concurrency"])
     name = name or f"throughput_{size}"
     data = {"benchmark": "throughput", "size": size, "machine": machine(), "model": settings.llm.model,
             "max_tokens": MAX_TOKENS, "ceiling": a, "best_ceiling": best, "through_spark": b,
-            "b_over_a": round(b["rows_per_second"] / best["rows_per_second"], 3) if b else None, "engine": c,
+            "pairs": pairs if b else [], "b_over_a": statistics.median(p["ratio"] for p in pairs) if b else None,
+            "b_over_best_sweep": round(b["rows_per_second"] / best["rows_per_second"], 3) if b else None, "engine": c,
             "engine_best_rows_per_second": max(r["rows_per_second"] for r in c["map_step"]), "plot": f"{name}.png"}
     plot(data, resolve_dir(results_dir) / f"{name}.png")
     write_results(name, data, markdown(data), results_dir)
@@ -235,8 +255,13 @@ def markdown(data: dict) -> str:
     lines.append(f"| (b) map step, local[2] | {b['concurrency_per_task']} × {b['tasks']} tasks | {b['rows']} | {b['seconds']} | "
                  f"{b['rows_per_second']} | {b['prompt_tokens_per_row']} | {b['cached_share']} | {b['errors']} |")
     if data["best_ceiling"]:
-        lines += ["", f"**(b)/(a) = {data['b_over_a']}** (best (a): {data['best_ceiling']['rows_per_second']} rows/s at "
-                  f"{data['best_ceiling']['concurrency']} in flight). (b) ran after an untimed 4-row warm-up job "
+        lines += ["", "Adjacent pairs, (a) at the best concurrency of the sweep, then (b) at once:", "",
+                  "| pair | (a) s | (a) rows/s | (b) s | (b) rows/s | (b)/(a) |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {i + 1} | {p['a']['seconds']} | {p['a']['rows_per_second']} | {p['b']['seconds']} | "
+                  f"{p['b']['rows_per_second']} | {p['ratio']} |" for i, p in enumerate(data["pairs"])]
+        lines += ["", f"**(b)/(a) = {data['b_over_a']}**, the median of the pairs; the first (b) against the sweep's best "
+                  f"(a), {data['best_ceiling']['rows_per_second']} rows/s at {data['best_ceiling']['concurrency']} in flight: "
+                  f"{data['b_over_best_sweep']}. (b) ran after an untimed 4-row warm-up job "
                   f"({b.get('warmup_seconds', '–')} s: Spark's Python workers start and import once per application). "
                   f"(b)'s error rows by class: {b.get('errors_by_class', '–')}; (a) counts failed requests only, and an "
                   "empty completion is an error row in (b) but a success in (a)."]

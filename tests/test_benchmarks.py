@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -111,9 +112,11 @@ def test_summarize_resume_keeps_unfinished_runs_only(tmp_path):
 
 
 def test_throughput_benchmark_small(spark, settings, tmp_path):
-    data = throughput.run(spark, settings, results_dir=tmp_path, name="throughput_test", prompts=4,
+    data = throughput.run(spark, settings, results_dir=tmp_path, name="throughput_test", prompts=4, pairs=2,
                           instant_rows=[40], instant_concurrency=[1, 8])
     assert written(tmp_path, "throughput_test")["b_over_a"] == data["b_over_a"] > 0
+    assert len(data["pairs"]) == 2 and all(p["b"]["rows"] == 4 == p["a"]["rows"] for p in data["pairs"])
+    assert data["b_over_a"] == statistics.median(p["ratio"] for p in data["pairs"])
     assert (tmp_path / "throughput_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [lv["concurrency"] for lv in data["ceiling"]] == list(throughput.CEILING_CONCURRENCY)
     assert all(lv["rows"] == 4 and lv["prompt_tokens_per_row"] > 0 for lv in data["ceiling"])

@@ -101,6 +101,8 @@ class InstantEndpoint:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
+        except asyncio.CancelledError:  # __exit__ ends a keep-alive connection: not an error to report
+            pass
         finally:
             writer.close()
 
