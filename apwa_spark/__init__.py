@@ -10,16 +10,27 @@ pandas UDF imports only the modules that UDF needs, not the planner, jobs and st
 
 from importlib import import_module
 
+from apwa_spark import plan as _plan_package  # noqa: F401  (the subpackage first, so that the name is the function below)
+
 #: public name ──► the module that defines it.
 _EXPORTS = {
-    **{name: "apwa_spark.api" for name in ("chunk", "classify", "extract", "filter_rows", "map_text", "plan", "redact",
+    **{name: "apwa_spark.api" for name in ("chunk", "classify", "extract", "filter_rows", "map_text", "redact",
                                            "reduce_groups", "run")},
     "Plan": "apwa_spark.plan.ir", "PlanError": "apwa_spark.plan.ir",
     "stream": "apwa_spark.streaming",
     "summarize_play": "apwa_spark.summarize", "summarize_plays": "apwa_spark.summarize",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = ["plan", *_EXPORTS]
+
+
+def plan(df, query: str, settings=None):
+    """Plan ``query`` over ``df`` with the planner agent: :func:`apwa_spark.api.plan` (same arguments,
+    return value and errors). The subpackage :mod:`apwa_spark.plan` shares the name; once the package
+    is imported, ``apwa_spark.plan`` is this function, however the subpackage is imported later."""
+    from apwa_spark.api import plan as planned
+
+    return planned(df, query, settings)
 
 
 def __getattr__(name: str):

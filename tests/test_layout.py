@@ -87,3 +87,17 @@ def test_each_step_kind_lives_in_its_own_module_under_steps():
     for name, kind in step_kinds().items():
         assert kind.config.__module__ == f"apwa_spark.steps.{name}"
         assert (PACKAGE / "steps" / f"{name}.py").is_file()
+
+
+def test_the_package_names_are_the_api_functions_and_a_worker_imports_only_what_its_udf_needs():
+    import subprocess
+    import sys
+
+    script = ("import sys, apwa_spark.steps.chunk; lean = 'openai' not in sys.modules; "
+              "import apwa_spark, apwa_spark.plan.udf, apwa_spark.plan.run; from apwa_spark import api; "
+              "print(lean, apwa_spark.plan.__module__, apwa_spark.map_text is api.map_text, "
+              "apwa_spark.summarize_play.__module__, sorted(apwa_spark.__all__) == sorted(set(apwa_spark.__all__)))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    # the chunk step's UDF module alone does not pull in the LLM client; `apwa_spark.plan` stays the planner
+    # function (not the subpackage of the same name) whatever is imported after the package
+    assert out == ["True", "apwa_spark", "True", "apwa_spark.summarize", "True"]
