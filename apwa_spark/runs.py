@@ -527,17 +527,20 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     steps = [name for name, _ in plan.named_steps()]
     in_nodes = {name for name, step in plan.named_steps() if step.cardinality.value == "many-to-one"} if nodes else set()
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
-    counts = status_counts(store.read("result") if counted is None else None, steps, counted)
+    budgeted = bool(budget and budget.enabled)
+    result = store.read("result") if counted is None else None
+    counts = status_counts(result, steps, counted)
     failing = [s for s in steps if s not in in_nodes and counts.get(s, {}).get("error")]  # no scan for none
-    failed = [f for f in (plan_failures(store.read("result"), job.run_id, failing, keys) if failing else None,
+    if result is None and (failing or budgeted):
+        result = store.read("result")
+    failed = [f for f in (plan_failures(result, job.run_id, failing, keys) if failing else None,
                           node_failures(store, nodes, job.run_id)) if f is not None]
-    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budget and budget.enabled else {}
+    known_rows = sum(counts[s]["error"] for s in failing) + sum(t.errors for t in nodes) if failing else None
+    spent = {"budget": {**budget.spent, "refused": budget.refused}} if budgeted else {}
     errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts,
                                      "tables": [t.table for t in tables], **spent},
-                        reduce(DataFrame.unionByName, failed) if failed else None, seconds,
-                        known_rows=sum(counts[s]["error"] for s in failing) + sum(t.errors for t in nodes) if failing else None)
-    if budget and budget.enabled:
-        result = store.read("result")
+                        reduce(DataFrame.unionByName, failed) if failed else None, seconds, known_rows)
+    if budgeted:
         metas = [result[f"{s}_meta"]["status"] == "unevaluated" for s in steps
                  if f"{s}_meta" in result.columns and s not in in_nodes]
         left = result.filter(reduce(lambda a, b: a | b, metas)).count() if metas else 0

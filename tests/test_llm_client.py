@@ -249,17 +249,8 @@ def _cached_answers(settings, tmp_path, commit_seconds: str, window: str) -> tup
     worker.join(timeout=300)  # a batch must not wait out commitSeconds: 3600 s would hang here
     assert not worker.is_alive(), "complete() waited for the commit interval instead of committing at the batch's end"
     ok = [c for c in out if c.status == "ok"]
-    readable = len(ResponseCache(path).get_many([k for k in _keys(local, tasks)])) if ok else 0
+    readable = len(ResponseCache(path).get_many(LLMClient(local).cache_keys(tasks))) if ok else 0
     return DeltaTable(str(path)).version() + 1, readable, out
-
-
-def _keys(settings, tasks) -> list[str]:
-    from apwa_spark.llm import endpoints
-    from apwa_spark.llm.prompts import cache_key
-
-    llm = settings.llm
-    params = {"temperature": llm.temperature, "seed": llm.seed, "frequency_penalty": llm.frequency_penalty}
-    return [cache_key(t, endpoints.prompt_style(llm), llm.model, params) for t in tasks]
 
 
 def test_answers_arriving_within_cache_commit_seconds_share_one_commit_and_a_batch_commits_at_its_end(settings, tmp_path):

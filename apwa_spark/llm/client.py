@@ -165,11 +165,17 @@ class LLMClient:
         """
         return run_sync(endpoints.count_tokens(self.settings, texts, self.concurrency))
 
+    def cache_keys(self, tasks: Sequence[Task]) -> list[str]:
+        """Each task's response-cache key (:func:`~apwa_spark.llm.prompts.cache_key`: model, prompt
+        style, rendered prompt, generation parameters, output schema)."""
+        llm = self.settings.llm
+        params = {"temperature": llm.temperature, "seed": llm.seed, "frequency_penalty": llm.frequency_penalty}
+        return [cache_key(task, endpoints.prompt_style(llm), llm.model, params) for task in tasks]
+
     # ---- async core ------------------------------------------------------------------------------
     async def acomplete(self, tasks: Sequence[Task]) -> list[Completion]:
         llm = self.settings.llm
-        params = {"temperature": llm.temperature, "seed": llm.seed, "frequency_penalty": llm.frequency_penalty}
-        keys = [cache_key(task, endpoints.prompt_style(llm), llm.model, params) for task in tasks]
+        keys = self.cache_keys(tasks)
         unique = {key: task for key, task in zip(keys, tasks)}
         readable = [key for key, task in unique.items() if task.cacheable]  # uncacheable: never read nor written
         cached = await asyncio.to_thread(self.cache.get_many, readable) if self.cache and readable else {}
