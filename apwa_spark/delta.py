@@ -221,6 +221,18 @@ class TableStore:
             return self.spark.table(self.location(name))
         return read_delta(self.spark, self.location(name), self.engine, self.storage_options)
 
+    def files(self, name: str) -> list[str]:
+        """The data files of the table ``name``'s current version (a table's lineage): from its
+        Delta log through delta-rs, in the driver's process and without a Spark job, where the
+        table has a path; a catalog table's from a Spark scan (``DataFrame.inputFiles``).
+
+        Raises:
+            FileNotFoundError: no Delta table there.
+        """
+        if self.schema:
+            return self.read(name).inputFiles()
+        return _open(storage.deltars_uri(self.location(name)), self.storage_options).file_uris()
+
     def exists(self, name: str) -> bool:
         """True when the table ``name`` is a Delta table (an earlier run wrote it)."""
         if self.schema:

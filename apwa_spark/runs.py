@@ -87,8 +87,8 @@ class TableStats:
             with status ``error`` / ``unevaluated``.
         seconds: wall time of its write (its lazy steps included), seconds; for a queued commit
             (:class:`CommitQueue`), until it was made, the wait for the commits before it included.
-        input_files: the files of the table it was computed from, when it read one (none for a
-            re-run's round, computed from the rows of the level below as they are being committed).
+        input_files: the files of the table of the run's store it was computed from (a reduce
+            round's level below), as committed; none for a table computed from no such table.
         columns: its column names.
         kept: rows an earlier run made, kept as they were (incremental runs; their calls are not counted).
         committed: False when the run left the table as it was (no new version).
@@ -115,13 +115,18 @@ class TableStats:
 
 
 def write_table(store: TableStore, tables: list[TableStats], name: str, df: DataFrame,
-                source: DataFrame | None = None, how: str = "overwrite", run_id: str | None = None,
+                source: str | None = None, how: str = "overwrite", run_id: str | None = None,
                 note: str | None = None, groups: Column | None = None,
                 commits: CommitQueue | None = None) -> DataFrame:
     """Write ``df`` as the Delta table ``name`` of ``store``, append its :class:`TableStats` to
-    ``tables``, print a line of its figures (the run's progress), and return it read back.
+    ``tables``, print a line of its figures (the run's progress), and return its rows: the rows
+    it commits, computed once into a local checkpoint by the job that writes them, so the steps
+    after it read them there, not from the Delta table (no snapshot of it to compute, no scan to
+    plan).
 
     Args:
+        source: the table of ``store`` that ``df`` was computed from; its files, as committed
+            (:meth:`TableStore.files`), become the table's ``input_files``.
         how: ``overwrite``: one commit replacing the table. ``merge`` (an incremental run's node
             tables, :mod:`apwa_spark.incremental`): ``df`` holds every node, some kept from earlier
             runs; one MERGE on ``node_id`` (:meth:`TableStore.merge`) inserts or updates the rows
@@ -133,17 +138,17 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
         note: the commit's ``userMetadata`` (native path), e.g. the input version an incremental run read.
         groups: an aggregate Column counting the groups a reduce round reduced (``TableStats.groups``).
         commits: where the table exists already (a re-run), its commit is queued there and made
-            while the caller goes on: the figures are appended at once, the line is printed once
-            it has committed, and the rows it commits are returned (computed, not read back).
-            Where it does not, the queue is waited for and the table written here.
+            while the caller goes on: the figures are appended at once, and the line is printed
+            once it has committed. Where it does not, the queue is waited for and the table
+            written here.
 
     The figures are one Spark aggregate; with ``merge`` or a queued commit, it is the one that
     computes the rows (their LLM calls, once) and decides whether there is anything to commit. An
     overwrite observes them while its write job runs (:func:`observed`), with no job of their own.
     """
-    inputs = source.inputFiles() if source is not None else []
-    started = time.monotonic()
     queued = commits is not None
+    inputs: list[str] = []
+    started = time.monotonic()
     current = store.read(name) if how != "keep" and (how == "merge" or queued) and store.exists(name) else None
     if how == "merge" and (current is None or set(current.columns) != set(df.columns)):
         how = "overwrite"  # a new table, or one an older apwa-spark wrote
@@ -177,22 +182,28 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
 
         def commit_and_report() -> None:
             commit()
+            stats.input_files = store.files(source) if source else []  # its commit, queued earlier, is made
             report(stats, time.monotonic() - started)
 
         commits.submit(commit_and_report)
         return staged
     if queued and how != "keep":
         commits.wait()  # one commit at a time: a commit's userMetadata is a session conf
-    written = lambda: None  # noqa: E731
-    if staged is None and how == "overwrite":  # the figures come with the write, not from a read-back
-        df, written = observed(df, _figure_columns(df.columns, run_id, groups))
+    inputs = store.files(source) if source else []  # the source's commit is made
+    if how == "keep":
+        table = store.read(name)
+        report(append_stats(table.columns, totals or _totals(table, run_id, groups)), time.monotonic() - started)
+        return table
+    rows, written = staged, lambda: None
+    if staged is None:  # an overwrite: its write job computes the rows into the checkpoint and observes the figures
+        rows = df.localCheckpoint(eager=False)
+        df, written = observed(rows, _figure_columns(rows.columns, run_id, groups))
     commit()
     seconds = time.monotonic() - started
-    table = store.read(name)
     seen = written()
-    figures = totals or (_as_totals(seen) if seen is not None else _totals(table, run_id, groups))
-    report(append_stats(table.columns, figures), seconds)
-    return table
+    figures = totals or (_as_totals(seen) if seen is not None else _totals(rows, run_id, groups))
+    report(append_stats(rows.columns, figures), seconds)
+    return rows
 
 
 class CommitQueue:

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import extraction  # noqa: E402
 import pii  # noqa: E402
+import summarize_engine  # noqa: E402
 import summarize_sizes  # noqa: E402
 import throughput  # noqa: E402
 
@@ -97,6 +98,15 @@ def test_summarize_benchmark_small(spark, settings, small_play, tmp_path):
                                 plays=plays, resume=True)
     assert again["plays"] == data["plays"] and again["resumed_plays"] == 2 and written(tmp_path, "summarize_test")["complete"]
     assert again["corpus"]["coverage"] == corpus["coverage"]
+
+
+def test_summarize_engine_benchmark_small(spark, tmp_path):
+    data = summarize_engine.run(spark, max_scenes=2, warm=1, results_dir=tmp_path, name="engine_test")
+    assert written(tmp_path, "engine_test")["code"]
+    runs = [data["cold"], *data["warm_runs"]]
+    assert len(runs) == 2 and all(r["llm_calls"] > 0 and r["seconds"] > 0 for r in runs)
+    assert list(data["cold"]["tables"])[:2] == ["chunks", "chunk"] and "play_r1" in data["cold"]["tables"]
+    assert data["warm"]["tables"] == data["warm_runs"][0]["tables"]  # the median of one run is that run
 
 
 def test_summarize_resume_keeps_unfinished_runs_only(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from deltalake import DeltaTable
@@ -285,6 +286,32 @@ def test_an_overwrite_observes_its_figures_in_the_write_job_and_they_are_the_tab
     assert counts == {"rows": 4, "map1": {"ok": 2, "partial": 0, "error": 1, "unevaluated": 1},
                       "map2": {"ok": 4, "partial": 0, "error": 0, "unevaluated": 0}}
     assert counted() is None if catalog else status_counts(store.read("result"), ["map1", "map2", "gone"], counted()) == counts
+
+
+@pytest.mark.parametrize("engine", ["native", "deltars", "catalog"])
+def test_a_written_table_gives_its_rows_from_its_write_job_and_its_sources_files_as_lineage(spark, tmp_path, engine):
+    import shutil
+
+    from apwa_spark.delta import TableStore
+    from apwa_spark.runs import write_table
+
+    catalog = engine == "catalog"
+    store = TableStore.create(spark, str(tmp_path / "out"), "native" if catalog else engine, "lineage_db" if catalog else None)
+    tables = []
+    below = write_table(store, tables, "below", spark.range(6).selectExpr("id", "id % 2 AS grp").repartition(3))
+    assert tables[-1].input_files == []  # computed from no table of the store
+    # the table's files, listed independently: Spark's scan of the catalog table, or the folder's Parquet files
+    files = store.read("below").inputFiles() if catalog else [str(f) for f in (tmp_path / "out" / "below").glob("*.parquet")]
+    assert len(files) == 3
+    above = write_table(store, tables, "above", below.groupBy("grp").count(), source="below")
+    assert sorted(urlsplit(f).path for f in tables[-1].input_files) == sorted(urlsplit(f).path for f in files)
+    assert sorted(tuple(r) for r in store.read("above").collect()) == [(0, 3), (1, 3)]
+    # the rows come from the write job's checkpoint, not from the table: gone, they are still there
+    if catalog:
+        spark.sql("DROP TABLE lineage_db.above")
+    else:
+        shutil.rmtree(tmp_path / "out" / "above")
+    assert sorted(tuple(r) for r in above.collect()) == [(0, 3), (1, 3)]
 
 
 def test_queued_commits_are_made_in_order_and_the_first_failure_stops_the_rest_and_is_raised(spark):

@@ -171,13 +171,14 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     for level in step.hierarchy(name):
         def write_round(round_no: int, level: Level = level) -> str:
             nonlocal table
-            source, round_name = table.select(*schema.fieldNames()), f"{level.name}_r{round_no}"  # less a leaf's order_<i>
+            below, round_name = run.tables[-1].table, f"{level.name}_r{round_no}"
+            source = table.select(*schema.fieldNames())  # less a leaf's order_<i>
             fn = _reduce_partition_fn(step, level, keys, text, round_no, run.job)
             last = increment.last_round(run.store, round_name, schema.fieldNames()) if increment else None
             rows = source.unionByName(last) if last is not None else source  # the last run's nodes, to keep
             parts = max(1, min(run.job.tasks, run.tables[-1].rows)) if level.group_by else 1
             spread = rows.repartition(parts, *level.group_by) if level.group_by else rows.repartition(1)
-            table = write_table(run.store, run.tables, round_name, spread.mapInPandas(fn, schema), source, how,
+            table = write_table(run.store, run.tables, round_name, spread.mapInPandas(fn, schema), below, how,
                                 run.job.run_id, groups=_groups(), commits=commits)
             return round_name
 
@@ -188,8 +189,8 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
             run_rounds(write_round, groups_left, f"reduce step {name!r}, level {level.name!r}")
         except ReduceDidNotConverge as e:
             raise PlanError(str(e)) from None
-    # ``table``: the top round read back, or on a re-run its rows as they are being committed (the run
-    # waits for the queue at its end)
+    # ``table``: the top round's rows as committed, or on a re-run as they are being committed (the
+    # run waits for the queue at its end)
     if step.levels:
         return table
     meta = F.struct(*[F.col(f.name) for f in META_SCHEMA.fields]).alias(f"{name}_meta")
