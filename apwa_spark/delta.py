@@ -224,14 +224,23 @@ class TableStore:
     def files(self, name: str) -> list[str]:
         """The data files of the table ``name``'s current version (a table's lineage): from its
         Delta log through delta-rs, in the driver's process and without a Spark job, where the
-        table has a path; a catalog table's from a Spark scan (``DataFrame.inputFiles``).
+        table has a path; from a Spark scan (``DataFrame.inputFiles``) for a catalog table, a
+        ``dbfs:`` path, or a native table delta-rs cannot open.
 
         Raises:
             FileNotFoundError: no Delta table there.
         """
-        if self.schema:
+        location = self.location(name)
+        if self.schema or (self.engine == "native" and urlsplit(location).scheme == "dbfs"):
+            return self.read(name).inputFiles()  # (delta-rs would name dbfs files by their /dbfs mount)
+        try:
+            return _open(storage.deltars_uri(location), self.storage_options).file_uris()
+        except Exception:  # noqa: BLE001
+            # delta-rs may not open what delta-spark wrote (a table feature it lacks, credentials from a
+            # Hadoop provider chain): Spark's scan instead
+            if self.engine != "native":
+                raise
             return self.read(name).inputFiles()
-        return _open(storage.deltars_uri(self.location(name)), self.storage_options).file_uris()
 
     def exists(self, name: str) -> bool:
         """True when the table ``name`` is a Delta table (an earlier run wrote it)."""

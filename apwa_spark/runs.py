@@ -189,11 +189,16 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
         return staged
     if queued and how != "keep":
         commits.wait()  # one commit at a time: a commit's userMetadata is a session conf
-    inputs = store.files(source) if source else []  # the source's commit is made
     if how == "keep":
         table = store.read(name)
-        report(append_stats(table.columns, totals or _totals(table, run_id, groups)), time.monotonic() - started)
+        stats = append_stats(table.columns, totals or _totals(table, run_id, groups))
+        if source and queued:  # the source's commit may still be queued: its files once it is made
+            commits.submit(lambda: setattr(stats, "input_files", store.files(source)))
+        elif source:
+            stats.input_files = store.files(source)
+        report(stats, time.monotonic() - started)
         return table
+    inputs = store.files(source) if source else []  # the source's commit is made
     rows, written = staged, lambda: None
     if staged is None:  # an overwrite: its write job computes the rows into the checkpoint and observes the figures
         rows = df.localCheckpoint(eager=False)

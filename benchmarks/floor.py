@@ -45,8 +45,10 @@ def level_of(table: str) -> str:
     return table.rsplit("_r", 1)[0] if "_r" in table else table
 
 
-def rebuild_prompts(spark, result, plan) -> dict[str, list[Task]]:
-    """Every task the job sent, by level, rebuilt from its tables (in write order)."""
+def rebuild_prompts(spark, result, plan, job_lengths: bool = True) -> dict[str, list[Task]]:
+    """Every task the job sent, by level, rebuilt from its tables (in write order). With
+    ``job_lengths``, each task's ``max_tokens`` is the completion tokens the job's answer had (at
+    least 1), for a replay that generates exactly as many (:func:`replay`)."""
     path = {t.table: t.path for t in result.levels}
     read = lambda name: read_delta(spark, path[name]).toPandas()
     mapper, reducer = plan.steps[2], plan.steps[3]
@@ -54,7 +56,9 @@ def rebuild_prompts(spark, result, plan) -> dict[str, list[Task]]:
     text_of = {f"{s}#{i}": t for s, i, t in zip(chunks["scene_id"], chunks["chunk_index"], chunks["chunk"])}
     sent = leaves[leaves["llm_calls"] > 0]
     inputs = agent_prompts(mapper, [pd.Series([text_of[list(kids)[0]] for kids in sent["children"]], dtype=object)])
-    tasks = {"chunk": [Task(mapper.prompt.template(), p, mapper.max_tokens) for p in inputs]}
+    cap = lambda n, most: max(1, int(n)) if job_lengths else most  # noqa: E731
+    tasks = {"chunk": [Task(mapper.prompt.template(), p, cap(n, mapper.max_tokens))
+                       for p, n in zip(inputs, sent["completion_tokens"])]}
     text = text_column("summaries", reducer)
     nodes = {}  # node id ──► Child (text, status), every table read so far
     for stats in [t for t in result.levels if t.table != "chunks"]:  # chunk, scene_r1 …, in write order
@@ -64,17 +68,22 @@ def rebuild_prompts(spark, result, plan) -> dict[str, list[Task]]:
         for row in table[table["llm_calls"] > 0].to_dict("records") if level else []:
             usable = [nodes[c].text for c in row["children"] if nodes[c].usable]
             prompt = reducer.template.format_map({**{k: row[k] for k in level.group_by}, text: numbered(usable)})
-            tasks.setdefault(level.name, []).append(Task(level.prompt.template(), prompt, reducer.max_tokens))
+            tasks.setdefault(level.name, []).append(Task(level.prompt.template(), prompt,
+                                                         cap(row["completion_tokens"], reducer.max_tokens)))
         nodes |= {n: Child(t if isinstance(t, str) else None, s)
                   for n, t, s in zip(table["node_id"], table[reducer.output], table["status"])}
     return tasks
 
 
-async def replay(settings, style: str, levels: dict[str, list[Task]], concurrency: int) -> dict[str, dict]:
-    """Each level's tasks through a bare ``AsyncOpenAI``, ``concurrency`` in flight, levels in order."""
+async def replay(settings, style: str, levels: dict[str, list[Task]], concurrency: int,
+                 job_lengths: bool = True) -> dict[str, dict]:
+    """Each level's tasks through a bare ``AsyncOpenAI``, ``concurrency`` in flight, levels in order.
+    With ``job_lengths``, each answer runs to exactly its task's ``max_tokens`` (the job's answer's
+    length): no stop strings, and llama.cpp's and vLLM's ``ignore_eos``."""
     llm = settings.llm
     params = dict(model=llm.model, temperature=llm.temperature, frequency_penalty=llm.frequency_penalty,
-                  **({"seed": llm.seed} if llm.seed is not None else {}))
+                  **({"seed": llm.seed} if llm.seed is not None else {}),
+                  **({"extra_body": {"ignore_eos": True}} if job_lengths else {}))
     gate = asyncio.Semaphore(concurrency)
     out = {}
     async with openai.AsyncOpenAI(**client_options(settings), timeout=llm.timeout, max_retries=llm.max_retries) as client:
@@ -89,7 +98,7 @@ async def replay(settings, style: str, levels: dict[str, list[Task]], concurrenc
             for task in tasks:
                 if style == "completion":
                     prompt, stop = render_completion(task)
-                    requests.append(dict(prompt=prompt, stop=stop, max_tokens=task.max_tokens))
+                    requests.append(dict(prompt=prompt, max_tokens=task.max_tokens, **({} if job_lengths else {"stop": stop})))
                 else:
                     requests.append(dict(messages=render_chat(task), max_tokens=task.max_tokens))
             started = time.perf_counter()
@@ -156,9 +165,14 @@ def markdown(d: dict) -> str:
         "Method. The *floor* is how fast a bare client could get the job's LLM work done on the same server: "
         "every prompt the job sent is rebuilt from the job's Delta tables with the project's own rendering "
         "(`agent_prompts`, `Template`, `render_completion`/`render_chat`; a reduce node's prompt from its usable "
-        "children's summaries), then sent with a plain `openai.AsyncOpenAI` (same model, max_tokens, temperature, "
-        "seed, frequency penalty, stop), no apwa-spark client, no response cache, no Spark, to a freshly started "
-        "server (empty prompt cache). A level's prompts go concurrently up to the server's slots (several rounds of "
+        "children's summaries), then sent with a plain `openai.AsyncOpenAI` (same model, temperature, "
+        "seed, frequency penalty), no apwa-spark client, no response cache, no Spark, to a freshly started "
+        "server (empty prompt cache). " + ("Each replayed answer is exactly as long as the job's answer to that "
+        "prompt (`max_tokens` = its completion tokens, `ignore_eos`, no stop strings), so job and floor generate "
+        "the same tokens: the model's answers to one prompt differ in length from run to run (3,313 against 3,426 "
+        "completion tokens at the chunk level in `floor_romeo-and-juliet.md`), which is not the engine's cost." if d["job_lengths"] else
+        "The replay's answers end where the model ends them (`--free-lengths`: same max_tokens and stop strings "
+        "as the job), so their lengths differ from the job's.") + " A level's prompts go concurrently up to the server's slots (several rounds of "
         "a level count as that level and are sent together), levels one after another. The job's level seconds "
         "are the wall times of its Delta writes of that level's tables (LLM calls, Spark, token counting of "
         "children and the write itself); timings are noisy on a shared machine.",
@@ -171,6 +185,8 @@ def main() -> None:
     parser.add_argument("--max-scenes", type=int, help="only the first N scenes (a smoke test)")
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint (default: the embedded one, restarted for the replay)")
     parser.add_argument("--concurrency", type=int, help="replay requests in flight (default: embedded.parallel)")
+    parser.add_argument("--free-lengths", action="store_true",
+                        help="let the replay's answers end where the model ends them (default: each as long as the job's)")
     parser.add_argument("--label", help="results file suffix (default: the play, or <play>_<N>scenes)")
     parser.add_argument("--results-dir", help="default: $APWA_BENCH_RESULTS or benchmarks/results")
     args = parser.parse_args()
@@ -185,10 +201,11 @@ def main() -> None:
     style = prompt_style(settings.llm)
     plan = summarize_plan([args.play], settings, args.max_scenes)
     estimated = {r["step"]: r for r in estimate(spark.range(0), plan)}
-    tasks = rebuild_prompts(spark, result, plan)
+    job_lengths = not args.free_lengths
+    tasks = rebuild_prompts(spark, result, plan, job_lengths)
     concurrency = args.concurrency or settings.embedded.parallel
     with endpoint_settings(args.base_url) as fresh:  # a new server: nothing of the job in its prompt cache
-        replayed = asyncio.run(replay(fresh, style, tasks, concurrency))
+        replayed = asyncio.run(replay(fresh, style, tasks, concurrency, job_lengths))
         counting = count_like_the_job(fresh, args.play, args.max_scenes)
     levels = []
     for name, r in replayed.items():
@@ -213,7 +230,8 @@ def main() -> None:
                        if v is not None and k not in ("base_url", "results_dir") and not (k == "play" and v == "romeo-and-juliet"))
     data = {"play": args.play, "max_scenes": args.max_scenes, "label": label, "command": command,
             "endpoint": "given (--base-url)" if args.base_url else "embedded llama-server, restarted for the replay",
-            "prompt_style": style, "concurrency": concurrency, "machine": machine(), "targets": TARGETS,
+            "prompt_style": style, "concurrency": concurrency, "job_lengths": job_lengths, "machine": machine(),
+            "targets": TARGETS,
             "tables": [{k: getattr(t, k) for k in ("table", "rows", "llm_calls", "prompt_tokens", "completion_tokens",
                                                      "cached_tokens", "errors", "seconds")} for t in result.levels],
             "levels": levels, "estimate_vs_actual": versus,

@@ -72,7 +72,8 @@ def run(spark, play: str = "romeo-and-juliet", max_scenes: int | None = None, wa
         cold = one_run(spark, settings, play, max_scenes)
         warm_runs = [one_run(spark, settings, play, max_scenes) for _ in range(warm)]
     median = {"seconds": round(statistics.median(r["seconds"] for r in warm_runs), 2),
-              "tables": {n: round(statistics.median(r["tables"][n] for r in warm_runs), 2) for n in cold["tables"]}} if warm_runs else None
+              "tables": {n: round(statistics.median(r["tables"][n] for r in warm_runs if n in r["tables"]), 2)
+                         for n in cold["tables"] if any(n in r["tables"] for r in warm_runs)}} if warm_runs else None
     data = {"play": play, "max_scenes": max_scenes, "command": command, "code": code_version(), "machine": machine(),
             "cold": cold, "warm_runs": warm_runs, "warm": median}
     write_results(name, data, markdown(data), results_dir)
