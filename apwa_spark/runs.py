@@ -147,7 +147,6 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     overwrite observes them while its write job runs (:func:`observed`), with no job of their own.
     """
     queued = commits is not None
-    inputs: list[str] = []
     started = time.monotonic()
     current = store.read(name) if how != "keep" and (how == "merge" or queued) and store.exists(name) else None
     if how == "merge" and (current is None or set(current.columns) != set(df.columns)):
@@ -165,7 +164,7 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
             store.write(df if staged is None else staged, name, note=note)
 
     def append_stats(columns: list[str], figures: dict) -> TableStats:
-        stats = TableStats(table=name, path=store.location(name), seconds=0.0, input_files=inputs, columns=columns,
+        stats = TableStats(table=name, path=store.location(name), seconds=0.0, columns=columns,
                            committed=how != "keep", **figures)
         tables.append(stats)
         return stats
@@ -198,7 +197,6 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
             stats.input_files = store.files(source)
         report(stats, time.monotonic() - started)
         return table
-    inputs = store.files(source) if source else []  # the source's commit is made
     rows, written = staged, lambda: None
     if staged is None:  # an overwrite: its write job computes the rows into the checkpoint and observes the figures
         rows = df.localCheckpoint(eager=False)
@@ -207,7 +205,9 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     seconds = time.monotonic() - started
     seen = written()
     figures = totals or (_as_totals(seen) if seen is not None else _totals(rows, run_id, groups))
-    report(append_stats(rows.columns, figures), seconds)
+    stats = append_stats(rows.columns, figures)
+    stats.input_files = store.files(source) if source else []  # the source's commit is made (the queue waited)
+    report(stats, seconds)
     return rows
 
 
