@@ -234,6 +234,26 @@ def test_the_rate_share_follows_the_processes_actually_sending():
     assert not server.enabled  # no spark.apwa.budget.*: the server only counted processes
 
 
+def test_a_process_waiting_out_its_share_stays_counted_until_its_booked_request_is_sent():
+    """A process at a low share books its next request seconds ahead; the job server must count it
+    until that request is sent, or the others take its share meanwhile and a minute gets more than
+    the rpm (seen on local-cluster[2,1,1024]: one process at 11 a minute beside one at 5, rpm 12)."""
+    from apwa_spark.llm.budget import BudgetServer
+    from apwa_spark.llm.ratelimit import RateLimiter
+
+    s = Settings.load(env={})
+    with BudgetServer(s.budget, s.price, active_seconds=3.0) as server:
+        other = RateLimiter(rpm=24, tpm=None, tasks=2, share_url=server.url)
+        slow = RateLimiter(rpm=24, tpm=None, tasks=2, share_url=server.url)
+        other.delay(1)
+        assert slow.delay(1) == 0 and slow.processes == 2  # its burst: sent at once
+        wait = slow.delay(1)  # the next: 12 a minute each, less the burst, so about 5.5 s ahead
+        assert 4.5 < wait < 6
+        time.sleep(4.0)  # past the server's 3 s since slow last reported, before its request is sent
+        other.delay(1)
+        assert other.processes == 2  # slow still counts: the other keeps half the rate
+
+
 def _cached_answers(settings, tmp_path, commit_seconds: str, window: str) -> tuple[int, int, list]:
     """Twelve distinct calls to the embedded model, 2 in flight, through a fresh response cache:
     (commits of the cache table, answers readable from it once ``complete`` returned, completions)."""

@@ -4,8 +4,9 @@
 its own Python worker process, so each process takes ``budget / n``. ``n`` is the number of
 processes *actually sending* requests: each limiter reports to the driver's job server
 (:class:`~apwa_spark.llm.budget.BudgetServer`, route ``share``) at most every
-:data:`SHARE_REFRESH_SECONDS` while it books requests, with how long its booked requests will keep
-it sending, and the server counts the processes still sending or heard from in the last
+:data:`SHARE_REFRESH_SECONDS` while it books requests (and at once when a booking reaches further
+than it last said by more than that), with how long its booked requests will keep it sending, and
+the server counts the processes still sending or heard from in the last
 :data:`~apwa_spark.llm.budget.ACTIVE_SECONDS`. (At a low rate a process books a request and waits
 longer than that for it: it still counts, so that the others do not take its share.) A stage of 2 partitions on a
 16-core cluster then gives each of its 2 processes half the budget, not a sixteenth; a process
@@ -91,6 +92,7 @@ class RateLimiter:
         self._process = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self._refreshed = -SHARE_REFRESH_SECONDS
         self._booked_until = 0.0  # monotonic time the last booked request may be sent
+        self._reported_until = 0.0  # the time the job server was last told this process sends until
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._quota_until = 0.0
@@ -98,13 +100,20 @@ class RateLimiter:
         self.requests = 0  #: requests booked: every HTTP request of the process in the job, retries included
 
     def _refresh_share(self) -> None:
-        """Tell the job server this process is sending, and take ``budget / processes sending``
-        (at most every :data:`SHARE_REFRESH_SECONDS`; an unreachable server leaves the share as it is)."""
+        """Tell the job server this process is sending, with its requests booked up to now (it sends
+        until the last is sent), and take ``budget / processes sending``. Called after each
+        booking; it reports at most every :data:`SHARE_REFRESH_SECONDS`, and at once when a booking
+        reaches further than the server was told by more than that: a process sending one request
+        every 12 s (a low share) would otherwise drop out of the count between two reports, and the
+        others would take its share meanwhile. An unreachable server leaves the share as it is."""
         now = time.monotonic()
-        if self._share_url is None or now - self._refreshed < SHARE_REFRESH_SECONDS:
+        due = now - self._refreshed >= SHARE_REFRESH_SECONDS or \
+            self._booked_until > self._reported_until + SHARE_REFRESH_SECONDS
+        if self._share_url is None or not due:
             return
         self._refreshed = now
         busy = max(0.0, self._booked_until - now)  # requests booked but not sent yet: still sending till then
+        self._reported_until = now + busy
         try:
             active = int(httpx.post(f"{self._share_url}/share", json={"process": self._process, "busy": busy},
                                     timeout=2.0, trust_env=False).json()["active"])
@@ -120,7 +129,6 @@ class RateLimiter:
         """Book one request of about ``tokens`` tokens; seconds to wait before sending it (0: now)."""
         with self._lock:
             self.requests += 1
-            self._refresh_share()
             waits = [self._paused_until - time.monotonic()]
             if self._requests:
                 waits.append(self._requests.wait_for(1))
@@ -128,6 +136,7 @@ class RateLimiter:
                 waits.append(self._tokens.wait_for(tokens))
             wait = max(0.0, *waits)
             self._booked_until = max(self._booked_until, time.monotonic() + wait)
+            self._refresh_share()  # after the booking, so the server hears how long this one keeps the process sending
             return wait
 
     async def acquire(self, tokens: int) -> None:
