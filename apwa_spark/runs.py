@@ -296,7 +296,7 @@ def observed(df: DataFrame, metrics: Sequence[Column]) -> tuple[DataFrame, Calla
     the table back for them; and a function giving ``{name: value}`` once that job has run. It
     gives None where the session delivered no metrics: Spark Connect, or a writer that runs the
     query as a command of its own (``saveAsTable`` of a Delta table completes the observation with
-    an empty row); the caller aggregates the table instead. Delivery is checked without blocking,
+    an empty row); the caller aggregates the rows written instead. Delivery is checked without blocking,
     on the JVM ``Observation``'s future (Spark 4)."""
     from pyspark.sql import Observation
     from pyspark.sql.utils import is_remote

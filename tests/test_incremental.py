@@ -314,7 +314,7 @@ def test_a_written_table_gives_its_rows_from_its_write_job_and_its_sources_files
     assert sorted(tuple(r) for r in above.collect()) == [(0, 3), (1, 3)]
 
 
-@pytest.mark.parametrize("engine", ["native", "catalog"])
+@pytest.mark.parametrize("engine", ["native", "deltars", "catalog"])
 def test_a_plan_runs_counts_and_dead_letter_come_from_the_rows_it_wrote_not_from_its_result_table(spark, tmp_path, engine):
     import shutil
 
@@ -325,7 +325,7 @@ def test_a_plan_runs_counts_and_dead_letter_come_from_the_rows_it_wrote_not_from
     from apwa_spark.steps.map import MapStep
 
     catalog = engine == "catalog"
-    store = TableStore.create(spark, str(tmp_path / "out"), "native", "written_db" if catalog else None)
+    store = TableStore.create(spark, str(tmp_path / "out"), "native" if catalog else engine, "written_db" if catalog else None)
     plan = Plan(steps=[MapStep(template="Name the topic: {text}", output="topic")])
     meta = "struct<status:string, error_class:string, error:string>"
     rows = spark.createDataFrame([(1, ("ok", None, None)), (2, ("error", "EmptyCompletion", "EmptyCompletion: no text")),

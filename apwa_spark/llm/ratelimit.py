@@ -118,6 +118,7 @@ class RateLimiter:
             active = int(httpx.post(f"{self._share_url}/share", json={"process": self._process, "busy": busy},
                                     timeout=2.0, trust_env=False).json()["active"])
         except (httpx.HTTPError, ValueError, KeyError):
+            self._refreshed = time.monotonic()  # after a timeout too: the next try is a full interval away
             return
         self.processes = max(active, 1)
         if self._requests:
