@@ -18,7 +18,7 @@ import pytest
 
 from apwa_spark import agent
 from apwa_spark.delta import read_delta
-from apwa_spark.llm.client import LLMClient
+from apwa_spark.llm.client import LLMClient, repair_task
 from apwa_spark.llm.prompts import Task, Template
 from apwa_spark.llm.ratelimit import _Bucket
 from apwa_spark.summarize import summarize_play
@@ -216,6 +216,9 @@ def test_invalid_structured_output_gets_one_repair_attempt(settings, endpoint):
         [r] = LLMClient(_via(settings, proxy)).complete([task])
     assert proxy.requests == 2 and r.calls == 2  # the call and its one repair
     assert r.status == "error" and r.error_class == "InvalidJSON" and r.text == '{"summary": "unterminated'
+    [alone] = LLMClient(settings).complete([task])  # the same prompt once, straight to the model
+    repair = LLMClient(settings).complete([repair_task(task, r)])[0]
+    assert r.prompt_tokens == alone.prompt_tokens + repair.prompt_tokens  # both requests' tokens, not the last one's
 
 
 def test_rate_bucket_makes_the_next_request_wait_once_the_burst_is_spent():

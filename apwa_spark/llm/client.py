@@ -70,7 +70,8 @@ class Completion:
             call (:mod:`apwa_spark.llm.budget`; error class ``BudgetExhausted``).
         error: ``ErrorClass: message`` when ``status`` is ``error``.
         prompt_tokens / completion_tokens / cached_tokens: from the endpoint's usage (cached: the
-            prompt tokens its prefix cache served); 0 when no call was made.
+            prompt tokens its prefix cache served), summed over the task's answered requests (a
+            repaired answer's include the rejected one's); 0 when no call was made.
         calls: LLM requests (attempts) this task caused, retries and the repair attempt included; 0
             for empty input, a duplicate of another task in the batch, or a response-cache hit.
         from_cache: the answer came from the response cache.
@@ -202,7 +203,7 @@ class LLMClient:
             result = await self._budgeted(client, budget_http, task)
             if task.json_schema is not None and result.error_class in REPAIRED:
                 repaired = await self._budgeted(client, budget_http, repair_task(task, result))
-                result = result if repaired.status == UNEVALUATED else _add_calls(repaired, result.calls)
+                result = result if repaired.status == UNEVALUATED else _after(repaired, result)
             if result.status == "ok" and task.cacheable:
                 await recorder.record(key, result)
         return result
@@ -400,6 +401,13 @@ def _quota_message(settings: Settings) -> str:
 def _add_calls(c: Completion, calls: int) -> Completion:
     """``c`` with ``calls`` more requests behind it (earlier attempts)."""
     return dataclasses.replace(c, calls=c.calls + calls)
+
+
+def _after(c: Completion, earlier: Completion) -> Completion:
+    """``c`` with the requests and tokens of the ``earlier`` attempt it repaired added."""
+    return dataclasses.replace(c, calls=c.calls + earlier.calls, prompt_tokens=c.prompt_tokens + earlier.prompt_tokens,
+                               completion_tokens=c.completion_tokens + earlier.completion_tokens,
+                               cached_tokens=c.cached_tokens + earlier.cached_tokens)
 
 
 def _from_cache(row: dict) -> Completion:
