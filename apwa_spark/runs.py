@@ -296,7 +296,7 @@ def observed(df: DataFrame, metrics: Sequence[Column]) -> tuple[DataFrame, Calla
     the table back for them; and a function giving ``{name: value}`` once that job has run. It
     gives None where the session delivered no metrics: Spark Connect, or a writer that runs the
     query as a command of its own (``saveAsTable`` of a Delta table completes the observation with
-    an empty row); the caller aggregates the rows written instead. Delivery is checked without blocking,
+    an empty row); the caller aggregates the table instead. Delivery is checked without blocking,
     on the JVM ``Observation``'s future (Spark 4)."""
     from pyspark.sql import Observation
     from pyspark.sql.utils import is_remote
@@ -527,16 +527,14 @@ def plan_manifest(plan: Any, job: str, source: str | None, key: str, output_sche
 
 def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict, seconds: float,
                    budget: BudgetServer | None = None, tables: Sequence[TableStats] = (),
-                   counted: Mapping[str, int] | None = None, written: DataFrame | None = None) -> dict[str, int]:
+                   counted: Mapping[str, int] | None = None) -> dict[str, int]:
     """:func:`finish_run` for a plan run whose result table is written: counts per step and status,
     the error rows of every ``<step>_meta`` (:func:`plan_failures`) and of every node table a
     ``reduce`` step wrote (``tables`` with ``node_id``: :func:`node_failures`) to the dead letter;
     prints the outcome and, when rows failed, the ``retry-failed`` command; with a ``budget``, what
     it spent (``budget`` in the manifest) and the rows it left unevaluated (:func:`report_budget`).
     ``counted``: the result's :func:`status_columns` observed while this run wrote it (None: it is
-    aggregated here). ``written``: the result's rows as this run wrote them (the local checkpoint
-    its write job filled), which the counts and the dead letter read instead of reading the result
-    table back; None: the table is read where they need it (a run that kept an unchanged result).
+    aggregated here).
 
     Returns:
         error class ──► failed rows.
@@ -546,7 +544,7 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     in_nodes = {name for name, step in plan.named_steps() if step.cardinality.value == "many-to-one"} if nodes else set()
     keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
     budgeted = bool(budget and budget.enabled)
-    result = written if written is not None else store.read("result") if counted is None else None
+    result = store.read("result") if counted is None else None
     counts = status_counts(result, steps, counted)
     failing = [s for s in steps if s not in in_nodes and counts.get(s, {}).get("error")]  # no scan for none
     if result is None and (failing or budgeted):

@@ -314,41 +314,6 @@ def test_a_written_table_gives_its_rows_from_its_write_job_and_its_sources_files
     assert sorted(tuple(r) for r in above.collect()) == [(0, 3), (1, 3)]
 
 
-@pytest.mark.parametrize("engine", ["native", "deltars", "catalog"])
-def test_a_plan_runs_counts_and_dead_letter_come_from_the_rows_it_wrote_not_from_its_result_table(spark, tmp_path, engine):
-    import shutil
-
-    from apwa_spark.config import Settings
-    from apwa_spark.delta import TableStore
-    from apwa_spark.plan.ir import Plan
-    from apwa_spark.runs import JobContext, close_plan_run, observed, status_columns
-    from apwa_spark.steps.map import MapStep
-
-    catalog = engine == "catalog"
-    store = TableStore.create(spark, str(tmp_path / "out"), "native" if catalog else engine, "written_db" if catalog else None)
-    plan = Plan(steps=[MapStep(template="Name the topic: {text}", output="topic")])
-    meta = "struct<status:string, error_class:string, error:string>"
-    rows = spark.createDataFrame([(1, ("ok", None, None)), (2, ("error", "EmptyCompletion", "EmptyCompletion: no text")),
-                                  (3, ("ok", None, None))], f"id long, map0_meta {meta}")
-    written = rows.localCheckpoint(eager=False)
-    watched, counted = observed(written, status_columns(written.columns, ["map0"]))
-    store.write(watched, "result")
-    # the result table gone, the counts and the dead letter can only come from the rows its write job computed
-    if catalog:
-        spark.sql("DROP TABLE written_db.result")
-    else:
-        shutil.rmtree(tmp_path / "out" / "result")
-    settings = Settings.load(overrides={"spark.apwa.run.registry": str(tmp_path / "registry"),
-                                        "spark.apwa.cache.enabled": "false"})
-    job = JobContext(settings, "20261206-000000-abcdef", 2, plan.plan_id)
-    errors = close_plan_run(store, job, plan, {"key": "id"}, 1.0, None, [], counted(), written)
-    assert errors == {"EmptyCompletion": 1}
-    assert [tuple(r) for r in store.read("_dead_letter").collect()] == [
-        (job.run_id, "map0", '{"id":2}', "EmptyCompletion", "EmptyCompletion: no text")]
-    [manifest] = [json.loads(p.read_text()) for p in (tmp_path / "registry").glob("*.json")]
-    assert manifest["rows"] == 3 and manifest["status_counts"] == {"map0": {"ok": 2, "partial": 0, "error": 1, "unevaluated": 0}}
-
-
 def test_queued_commits_are_made_in_order_and_the_first_failure_stops_the_rest_and_is_raised(spark):
     from apwa_spark.runs import CommitQueue
 

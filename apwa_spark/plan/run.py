@@ -117,12 +117,9 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
             run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key, source),
                              commits=commits)
             result = compile_plan(spread(df, job.tasks), plan, run)
-            written, counted = None, lambda: None
+            result, counted = observed(result, status_columns(result.columns, [name for name, _ in plan.named_steps()]))
             if run.increment is None or any(t.committed for t in run.tables) or not store.exists("result"):
-                written = result.localCheckpoint(eager=False)  # its write job computes the rows once, into it
-                watched, counted = observed(written, status_columns(written.columns, [n for n, _ in plan.named_steps()]))
-                store.write(watched, "result", note=json.dumps({"run_id": job.run_id}))  # while the queue commits
-        errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables, counted(),
-                                written)
+                store.write(result, "result", note=json.dumps({"run_id": job.run_id}))  # while the queue commits
+        errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables, counted())
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
     return PlanRun(job.run_id, store.root, store.read("result"), run.tables, errors, time.monotonic() - started)
