@@ -218,11 +218,11 @@ def test_the_rate_share_follows_the_processes_actually_sending():
 
     s = Settings.load(env={})
     with BudgetServer(s.budget, s.price, active_seconds=SHARE_REFRESH_SECONDS + 0.5) as server:
-        first = RateLimiter(rpm=60, tpm=6000, tasks=8, share_url=server.url)  # 8 cores, but who sends?
+        first = RateLimiter(rpm=60, tpm=6000, tasks=8, share_url=server.url, startup_seconds=0)  # 8 cores, but who sends?
         assert first.processes == 8
         first.delay(1)
         assert first.processes == 1  # alone: the whole rate, not an eighth of it
-        second = RateLimiter(rpm=60, tpm=6000, tasks=8, share_url=server.url)
+        second = RateLimiter(rpm=60, tpm=6000, tasks=8, share_url=server.url, startup_seconds=0)
         second.delay(1)
         assert second.processes == 2
         time.sleep(SHARE_REFRESH_SECONDS + 0.1)
@@ -232,6 +232,23 @@ def test_the_rate_share_follows_the_processes_actually_sending():
         first.delay(1)
         assert first.processes == 1
     assert not server.enabled  # no spark.apwa.budget.*: the server only counted processes
+
+
+def test_a_process_that_finds_itself_alone_at_its_start_keeps_its_share_until_the_others_could_have_reported():
+    """Two processes starting together: the first to report is alone on the job server for a moment.
+    Taking the whole rate then, it booked its first requests at twice its share (13 requests in a
+    minute at rpm 12 on local-cluster[2,1,1024]); it keeps 1 / tasks until ``startup_seconds`` passed."""
+    from apwa_spark.llm.budget import BudgetServer
+    from apwa_spark.llm.ratelimit import SHARE_REFRESH_SECONDS, RateLimiter
+
+    s = Settings.load(env={})
+    with BudgetServer(s.budget, s.price) as server:
+        first = RateLimiter(rpm=12, tpm=None, tasks=2, share_url=server.url, startup_seconds=SHARE_REFRESH_SECONDS)
+        waits = [first.delay(1) for _ in range(3)]  # a task's burst of bookings, before the other has reported
+        assert first.processes == 2 and waits[1] > 60 / 6 and waits[2] > 2 * 60 / 6  # half the rate: 5 a minute
+        time.sleep(SHARE_REFRESH_SECONDS + 0.1)
+        first.delay(1)
+        assert first.processes == 1  # still alone once the others could have reported: the whole rate
 
 
 def test_a_process_waiting_out_its_share_stays_counted_until_its_booked_request_is_sent():

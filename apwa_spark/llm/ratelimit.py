@@ -12,6 +12,8 @@ longer than that for it: it still counts, so that the others do not take its sha
 16-core cluster then gives each of its 2 processes half the budget, not a sixteenth; a process
 that stops sending drops out of the count. Without the server (a limiter made outside a job),
 ``n`` is the ``tasks`` it is given (``SparkContext.defaultParallelism``: the most that can run).
+A process starts at that ``n`` and believes a smaller count only :data:`STARTUP_SECONDS` after its
+first report, when the others would have reported too.
 
 The limiter is made once per process (:func:`process_limiter`) and lives for the whole job: every
 batch of rows, reduce group and redact round in that process draws from the same buckets.
@@ -45,6 +47,10 @@ import httpx
 
 #: Seconds between a sending process's reports to the job server (and updates of its share).
 SHARE_REFRESH_SECONDS = 2.0
+#: Seconds a process keeps at least its starting share of ``1 / tasks`` after its first report: the job
+#: server cannot count the others before they have started and reported, so a count below ``tasks``
+#: is believed only after this long (the server's activity window, ``budget.ACTIVE_SECONDS``).
+STARTUP_SECONDS = 10.0
 #: Seconds a process's calls fail without a request after a quota-exhausted 429 (then one is tried
 #: again, so a raised quota is seen without restarting the process).
 QUOTA_HOLD_SECONDS = 60.0
@@ -79,13 +85,18 @@ class RateLimiter:
     Args:
         rpm: requests per minute for the whole job, or None.
         tpm: tokens (prompt estimate + completion cap) per minute for the whole job, or None.
-        tasks: the processes assumed to share the budgets until the job server says how many do.
+        tasks: the processes assumed to share the budgets until the job server says how many do; a
+            smaller count is taken only ``startup_seconds`` after the first report (the others may
+            not have reported yet: two processes starting together once both took the whole rate).
         share_url: the driver's job server (:attr:`~apwa_spark.llm.budget.BudgetServer.url`), which
             counts the processes sending; None: the share stays ``1 / tasks``.
     """
 
-    def __init__(self, rpm: float | None, tpm: float | None, tasks: int = 1, share_url: str | None = None):
+    def __init__(self, rpm: float | None, tpm: float | None, tasks: int = 1, share_url: str | None = None,
+                 startup_seconds: float = STARTUP_SECONDS):
         self.rpm, self.tpm, self.processes = rpm, tpm, max(tasks, 1)
+        self._startup = startup_seconds
+        self._first_report: float | None = None
         self._requests = _Bucket(rpm / self.processes, min(1.0, rpm / self.processes / 2)) if rpm else None
         self._tokens = _Bucket(tpm / self.processes, tpm / self.processes / 10) if tpm else None
         self._share_url = share_url
@@ -120,6 +131,9 @@ class RateLimiter:
         except (httpx.HTTPError, ValueError, KeyError):
             self._refreshed = time.monotonic()  # after a timeout too: the next try is a full interval away
             return
+        self._first_report = now if self._first_report is None else self._first_report
+        if active < self.processes and now - self._first_report < self._startup:
+            return  # the others may not have reported yet: a larger share only once they would have
         self.processes = max(active, 1)
         if self._requests:
             self._requests.set_rate(self.rpm / self.processes)
