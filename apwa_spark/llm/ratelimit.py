@@ -87,7 +87,7 @@ class RateLimiter:
         tpm: tokens (prompt estimate + completion cap) per minute for the whole job, or None.
         tasks: the processes assumed to share the budgets until the job server says how many do; a
             smaller count is taken only ``startup_seconds`` after the first report (the others may
-            not have reported yet: two processes starting together once both took the whole rate).
+            not have reported yet: of two processes starting together, the first to report once took the whole rate).
         share_url: the driver's job server (:attr:`~apwa_spark.llm.budget.BudgetServer.url`), which
             counts the processes sending; None: the share stays ``1 / tasks``.
     """
