@@ -296,12 +296,12 @@ def observed(df: DataFrame, metrics: Sequence[Column]) -> tuple[DataFrame, Calla
     the table back for them; and a function giving ``{name: value}`` once that job has run. It
     gives None where the session delivered no metrics: Spark Connect, or a writer that runs the
     query as a command of its own (``saveAsTable`` of a Delta table completes the observation with
-    an empty row); the caller aggregates the table instead. Delivery is checked without blocking,
-    on the JVM ``Observation``'s future (Spark 4)."""
+    an empty row), or with no ``metrics``; the caller aggregates the table instead. Delivery is
+    checked without blocking, on the JVM ``Observation``'s future (Spark 4)."""
     from pyspark.sql import Observation
     from pyspark.sql.utils import is_remote
 
-    if is_remote():
+    if is_remote() or not metrics:
         return df, lambda: None
     observation = Observation()
     watched = df.observe(observation, *metrics)
@@ -527,14 +527,16 @@ def plan_manifest(plan: Any, job: str, source: str | None, key: str, output_sche
 
 def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict, seconds: float,
                    budget: BudgetServer | None = None, tables: Sequence[TableStats] = (),
-                   counted: Mapping[str, int] | None = None) -> dict[str, int]:
+                   counted: Mapping[str, int] | None = None, seen_failures: Mapping[str, list] | None = None) -> dict[str, int]:
     """:func:`finish_run` for a plan run whose result table is written: counts per step and status,
     the error rows of every ``<step>_meta`` (:func:`plan_failures`) and of every node table a
     ``reduce`` step wrote (``tables`` with ``node_id``: :func:`node_failures`) to the dead letter;
     prints the outcome and, when rows failed, the ``retry-failed`` command; with a ``budget``, what
     it spent (``budget`` in the manifest) and the rows it left unevaluated (:func:`report_budget`).
     ``counted``: the result's :func:`status_columns` observed while this run wrote it (None: it is
-    aggregated here).
+    aggregated here); ``seen_failures``: its :func:`failure_columns` observed then, the error rows
+    of each step when there were at most :data:`OBSERVED_FAILURES_MAX` (else, or None: the result
+    table is read back for them).
 
     Returns:
         error class ──► failed rows.
@@ -542,15 +544,16 @@ def close_plan_run(store: TableStore, job: JobContext, plan: Any, manifest: dict
     nodes = [t for t in tables if "node_id" in t.columns]
     steps = [name for name, _ in plan.named_steps()]
     in_nodes = {name for name, step in plan.named_steps() if step.cardinality.value == "many-to-one"} if nodes else set()
-    keys = [manifest["key"], *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
     budgeted = bool(budget and budget.enabled)
     result = store.read("result") if counted is None else None
     counts = status_counts(result, steps, counted)
     failing = [s for s in steps if s not in in_nodes and counts.get(s, {}).get("error")]  # no scan for none
-    if result is None and (failing or budgeted):
+    failed_rows = observed_failures(store.spark, job.run_id, failing, counts, seen_failures) if failing else None
+    if result is None and ((failing and failed_rows is None) or budgeted):
         result = store.read("result")
-    failed = [f for f in (plan_failures(result, job.run_id, failing, keys) if failing else None,
-                          node_failures(store, nodes, job.run_id)) if f is not None]
+    if failing and failed_rows is None:
+        failed_rows = plan_failures(result, job.run_id, failing, failure_keys(plan, manifest["key"]))
+    failed = [f for f in (failed_rows, node_failures(store, nodes, job.run_id)) if f is not None]
     known_rows = sum(counts[s]["error"] for s in failing) + sum(t.errors for t in nodes) if failing else None
     spent = {"budget": {**budget.spent, "refused": budget.refused}} if budgeted else {}
     errors = finish_run(store, job, {**manifest, "rows": counts.pop("rows"), "status_counts": counts,
@@ -605,16 +608,64 @@ def status_counts(result: DataFrame | None, steps: Sequence[str], counted: Mappi
     return counts
 
 
+def failure_keys(plan: Any, key: str) -> list[str]:
+    """The columns a plan run's dead-letter ``row_key`` holds: the run's row key, then the group
+    keys of its ``reduce`` steps (those in the result)."""
+    return [key, *(k for _, step in plan.named_steps() for k in getattr(step, "group_by", []))]
+
+
 def plan_failures(result: DataFrame, run_id: str, steps: Sequence[str], key_columns: Sequence[str]) -> DataFrame | None:
     """Dead-letter rows of a plan's result: one per row and step whose ``<step>_meta.status`` is
     ``error``, with ``run_id``, ``step``, ``row_key`` (JSON of the ``key_columns`` present in
     ``result``), ``error_class`` and ``error``. None when ``result`` has no ``<step>_meta``."""
-    key = row_key(result, [c for c in dict.fromkeys(key_columns) if c in result.columns])
     parts = [result.filter(result[f"{s}_meta"]["status"] == "error").select(
-                 F.lit(run_id).alias("run_id"), F.lit(s).alias("step"), key.alias("row_key"),
-                 result[f"{s}_meta"]["error_class"].alias("error_class"), result[f"{s}_meta"]["error"].alias("error"))
+                 F.lit(run_id).alias("run_id"), F.lit(s).alias("step"), *_failure_fields(result, s, key_columns))
              for s in steps if f"{s}_meta" in result.columns]
     return reduce(DataFrame.unionByName, parts) if parts else None
+
+
+#: Error rows per step up to which a plan run's dead letter comes from what the result's write job
+#: observed (:func:`failure_columns`), not from reading the result table back (a new table's
+#: snapshot and a scan, about 0.6 s on a 2-core machine in ``benchmarks/throughput.py``); past it
+#: the result is read back. Each observed row is a key, an error class and a message, no text.
+OBSERVED_FAILURES_MAX = 1_000
+#: The dead letter's columns, all strings.
+DEAD_LETTER_SCHEMA = StructType([StructField(c, StringType()) for c in ("run_id", "step", "row_key", "error_class", "error")])
+
+
+def failure_columns(result: DataFrame, steps: Sequence[str], key_columns: Sequence[str]) -> list[Column]:
+    """Aggregate Columns to observe while the result is written (:func:`observed`): per step with
+    a ``<step>_meta`` column, ``failed.<step>``, up to :data:`OBSERVED_FAILURES_MAX` of its error
+    rows as structs of :func:`plan_failures`'s ``row_key``, ``error_class`` and ``error``, or NULL
+    when none. Spark's top-k ``max_by`` (Spark 4.2) keeps each task's list that short, whatever the
+    number of errors; [] on an older Spark."""
+    if tuple(int(p) for p in result.sparkSession.version.split(".")[:2]) < (4, 2):
+        return []
+    return [F.max_by(F.struct(*_failure_fields(result, s, key_columns)),
+                     F.when(result[f"{s}_meta"]["status"] == "error", F.lit(1)), OBSERVED_FAILURES_MAX).alias(f"failed.{s}")
+            for s in steps if f"{s}_meta" in result.columns]
+
+
+def observed_failures(spark: SparkSession, run_id: str, steps: Sequence[str], counts: Mapping[str, dict],
+                      seen: Mapping[str, list] | None) -> DataFrame | None:
+    """The dead-letter rows of ``steps`` (as :func:`plan_failures`) from the values of
+    :func:`failure_columns` observed while the result was written (``seen``), as a local DataFrame;
+    None unless ``seen`` holds every error row that ``counts`` (:func:`status_counts`) gives each step."""
+    if seen is None:
+        return None
+    rows = []
+    for s in steps:
+        got = seen.get(f"failed.{s}") or []
+        if len(got) != counts[s]["error"]:
+            return None
+        rows += [(run_id, s, r["row_key"], r["error_class"], r["error"]) for r in got]
+    return spark.createDataFrame(rows, DEAD_LETTER_SCHEMA)
+
+
+def _failure_fields(result: DataFrame, step: str, key_columns: Sequence[str]) -> list[Column]:
+    meta = result[f"{step}_meta"]
+    key = row_key(result, [c for c in dict.fromkeys(key_columns) if c in result.columns])
+    return [key.alias("row_key"), meta["error_class"].alias("error_class"), meta["error"].alias("error")]
 
 
 def row_key(df: DataFrame, columns: Sequence[str]):

@@ -113,3 +113,42 @@ def test_sql_job_writes_manifest_cache_and_dead_letter_of_or_error_columns_and_r
     first = dead[dead["run_id"] == manifest["run_id"]]
     assert list(first["row_key"]) == ['{"id":2}'] and list(first["step"]) == ["answer"]
     assert read_delta(spark, str(out)).count() == 2
+
+
+@pytest.mark.parametrize("observed_max", [1_000, 2])
+def test_a_plan_runs_dead_letter_comes_from_its_result_write_and_is_read_back_only_past_the_observed_bound(
+        spark, tmp_path, monkeypatch, observed_max):
+    import shutil
+
+    from apwa_spark import runs
+    from apwa_spark.config import Settings
+    from apwa_spark.delta import TableStore
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.runs import (JobContext, close_plan_run, failure_columns, failure_keys, observed, plan_failures,
+                                 status_columns)
+
+    monkeypatch.setattr(runs, "OBSERVED_FAILURES_MAX", observed_max)
+    plan = Plan.parse(PLAN)
+    meta = "struct<status: string, error_class: string, error: string>"
+    result = spark.createDataFrame(
+        [(1, ("ok", None, None)), (2, ("error", "EmptyCompletion", "EmptyCompletion: the model answered nothing")),
+         (3, ("error", "NullInput", "NullInput: text is NULL; no LLM call made")), (4, ("ok", None, None)),
+         (5, ("error", "EndpointError", "EndpointError: 500 from the endpoint"))], f"id long, map0_meta {meta}")
+    store = TableStore.create(spark, str(tmp_path / "out"), "native")
+    watched, counted = observed(result, status_columns(result.columns, ["map0"]))
+    watched, seen = observed(watched, failure_columns(watched, ["map0"], failure_keys(plan, "id")))
+    store.write(watched, "result")
+    expected = plan_failures(store.read("result"), "r1", ["map0"], ["id"]).toPandas()
+    if observed_max == 1_000:  # every error row was observed: the result is not read again, so it may be gone
+        shutil.rmtree(tmp_path / "out" / "result")
+    assert len(seen()["failed.map0"]) == min(3, observed_max)
+
+    settings = Settings.load(env={}).with_overrides(**{"spark.apwa.run.registry": str(tmp_path / "registry"),
+                                                       "spark.apwa.cache.enabled": "false"})
+    job = JobContext(settings, "r1", 2, plan.plan_id)
+    errors = close_plan_run(store, job, plan, {"key": "id"}, 1.0, None, (), counted(), seen())
+    assert errors == {"EmptyCompletion": 1, "NullInput": 1, "EndpointError": 1}
+    dead = store.read("_dead_letter").toPandas()
+    assert list(dead.columns) == list(expected.columns)
+    assert sorted(map(tuple, dead.values.tolist())) == sorted(map(tuple, expected.values.tolist()))
+    assert {json.loads(k)["id"] for k in dead["row_key"]} == {2, 3, 5}

@@ -25,8 +25,8 @@ from apwa_spark.incremental import Increment
 from apwa_spark.plan.compiler import compile_plan
 from apwa_spark.plan.ir import Plan
 from apwa_spark.plan.step import Cardinality, PlanError, RunContext
-from apwa_spark.runs import (CACHE, CommitQueue, JobContext, TableStats, close_plan_run, job_budget, keyed_input, new_run_id,
-                             observed, plan_manifest, status_columns)
+from apwa_spark.runs import (CACHE, CommitQueue, JobContext, TableStats, close_plan_run, failure_columns, failure_keys,
+                             job_budget, keyed_input, new_run_id, observed, plan_manifest, status_columns)
 from apwa_spark.tools import registry
 
 
@@ -117,9 +117,12 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
             run = RunContext(job, store, increment=Increment.for_plan(plan, settings, None if sourced else key, source),
                              commits=commits)
             result = compile_plan(spread(df, job.tasks), plan, run)
-            result, counted = observed(result, status_columns(result.columns, [name for name, _ in plan.named_steps()]))
+            steps = [name for name, _ in plan.named_steps()]
+            result, counted = observed(result, status_columns(result.columns, steps))
+            result, seen_failures = observed(result, failure_columns(result, steps, failure_keys(plan, key)))
             if run.increment is None or any(t.committed for t in run.tables) or not store.exists("result"):
                 store.write(result, "result", note=json.dumps({"run_id": job.run_id}))  # while the queue commits
-        errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables, counted())
+        errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables,
+                                counted(), seen_failures())
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
     return PlanRun(job.run_id, store.root, store.read("result"), run.tables, errors, time.monotonic() - started)
