@@ -179,3 +179,27 @@ def test_an_overwrite_with_new_columns_replaces_the_table_as_a_rerun_of_a_newer_
     write_delta(spark.range(2).selectExpr("id", "id * 2 AS failed_inputs"), path, engine=engine)
     back = read_delta(spark, path, engine)
     assert back.columns == ["id", "failed_inputs"] and back.count() == 2
+
+
+def test_a_new_tables_commit_runs_no_job_over_the_empty_table_it_replaces(spark, tmp_path):
+    """``allFilesInCrc`` is off in the sessions apwa-spark starts (``session.DELTA_DEFAULTS``): with it on,
+    delta-spark 4.4 runs one more Spark job per new table, to list the empty table's files."""
+    key, sc = "spark.databricks.delta.allFilesInCrc.enabled", spark.sparkContext
+    assert spark.conf.get(key) == "false"
+
+    def jobs_of_a_new_table(name: str) -> int:
+        sc.setJobGroup(f"write-{name}", "one new table")
+        try:
+            write_delta(spark.range(3).coalesce(1), tmp_path / name, engine="native")
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+        return len(sc.statusTracker().getJobIdsForGroup(f"write-{name}"))
+
+    default = jobs_of_a_new_table("a")
+    spark.conf.set(key, "true")
+    try:
+        listed = jobs_of_a_new_table("b")
+    finally:
+        spark.conf.set(key, "false")
+    assert listed == default + 1  # (an overwrite of a new table runs one job over its empty state either way)
+    assert read_delta(spark, tmp_path / "a").count() == 3 == read_delta(spark, tmp_path / "b").count()
