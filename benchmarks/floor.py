@@ -226,8 +226,9 @@ def main() -> None:
                **{f"actual_{k}": sum(getattr(t, k) for t in tables) for k in ("llm_calls", "prompt_tokens", "completion_tokens")}}
               for step, tables in actual.items()]
     chunks = next(t.seconds for t in result.levels if t.table == "chunks")
-    command = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                       if v is not None and k not in ("base_url", "results_dir") and not (k == "play" and v == "romeo-and-juliet"))
+    command = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in vars(args).items()
+                       if v is not None and v is not False and k not in ("base_url", "results_dir")
+                       and not (k == "play" and v == "romeo-and-juliet"))
     data = {"play": args.play, "max_scenes": args.max_scenes, "label": label, "command": command,
             "endpoint": "given (--base-url)" if args.base_url else "embedded llama-server, restarted for the replay",
             "prompt_style": style, "concurrency": concurrency, "job_lengths": job_lengths, "machine": machine(),
