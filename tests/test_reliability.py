@@ -102,7 +102,10 @@ def test_killed_job_restarts_and_repeats_only_calls_in_flight(spark, endpoint, t
         job = subprocess.Popen(_job(tmp_path / "killed", proxy.base_url, registry), env=env, cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 600
-        while proxy.requests < 6 and job.poll() is None and time.monotonic() < deadline:
+        cache_log = tmp_path / "killed" / "_llm_cache" / "_delta_log"  # the response cache, created by its first commit
+        # killed once answers are saved: after 6 requests, the first answers' cache commit may still be on its way
+        # (calls go on while up to maxUncommitted answers wait for it), and then the restart has nothing to reuse
+        while (proxy.requests < 6 or not any(cache_log.glob("*.json"))) and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert job.poll() is None, "the job ended before it could be killed"
         os.killpg(job.pid, signal.SIGKILL)
