@@ -92,6 +92,21 @@ def _native_writer(df: DataFrame, mode: str, note: str | None = None):
     return writer.option("overwriteSchema", "true") if mode == "overwrite" else writer
 
 
+def _new_table_mode(spark: SparkSession, uri: str, mode: str) -> str:
+    """``errorifexists`` for an overwrite of a table that does not exist yet, else ``mode``.
+
+    delta-spark's overwrite first lists the files of the table it replaces, to remove them; where
+    there is no table yet, that is a state reconstruction of an empty snapshot (one Spark job and the
+    planning of its queries), which costs 0.05 s of a 0.34 s write of a small new table with a warm
+    JVM and 0.1 to 0.2 s in a fresh one, even with the existence check this adds (this project's
+    2-core machine, delta-spark 4.4). Most tables of a run are new (its levels, its result). A
+    writer that creates the table between the check and the write makes this write fail
+    (``DELTA_PATH_EXISTS``) instead of replacing that writer's rows."""
+    from delta.tables import DeltaTable
+
+    return "errorifexists" if mode == "overwrite" and not DeltaTable.isDeltaTable(spark, uri) else mode
+
+
 def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str | None = None,
                 storage_options: Mapping[str, str] | None = None, note: str | None = None) -> None:
     """Write ``df`` as a Delta table at ``path`` in one commit.
@@ -112,7 +127,7 @@ def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str |
     spark = df.sparkSession
     uri = storage.normalize(path)
     if resolve_engine(spark, engine) == "native":
-        _native_writer(df, mode, note).save(uri)
+        _native_writer(df, _new_table_mode(spark, uri, mode), note).save(uri)
         return
     options = dict(storage.storage_options(spark, uri) if storage_options is None else storage_options)
     spark.dataSource.register(DeltaRsDataSource)

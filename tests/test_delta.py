@@ -203,3 +203,27 @@ def test_a_new_tables_commit_runs_no_job_over_the_empty_table_it_replaces(spark,
         spark.conf.set(key, "false")
     assert listed == default + 1  # (an overwrite of a new table runs one job over its empty state either way)
     assert read_delta(spark, tmp_path / "a").count() == 3 == read_delta(spark, tmp_path / "b").count()
+
+
+def test_a_new_table_is_written_by_its_write_job_alone_and_an_existing_one_is_still_replaced(spark, tmp_path):
+    """An overwrite where no table exists yet is made with mode ``errorifexists`` (``delta._new_table_mode``):
+    delta-spark then runs no job over the empty table it would replace. Over an existing table the
+    write is still an overwrite: its rows and its schema are replaced."""
+    sc = spark.sparkContext
+
+    def jobs(group: str, df) -> int:
+        sc.setJobGroup(group, "one write")
+        try:
+            write_delta(df.coalesce(1), tmp_path / "t", engine="native")
+        finally:
+            sc.setLocalProperty("spark.jobGroup.id", None)
+        return len(sc.statusTracker().getJobIdsForGroup(group))
+
+    new = jobs("new", spark.range(3))
+    replaced = jobs("replaced", spark.range(5).selectExpr("id", "'x' AS s"))
+    assert new == 1  # the write job
+    assert replaced > new  # an overwrite lists the files of the table it replaces
+    back = read_delta(spark, tmp_path / "t")
+    assert back.columns == ["id", "s"] and back.count() == 5
+    modes = spark.sql(f"DESCRIBE HISTORY delta.`{tmp_path / 't'}`").orderBy("version").select("operationParameters.mode").collect()
+    assert [r[0] for r in modes] == ["ErrorIfExists", "Overwrite"]
