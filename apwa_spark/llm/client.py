@@ -146,10 +146,8 @@ class LLMClient:
 
     @property
     def concurrency(self) -> int:
-        """Calls this client keeps in flight: ``llm.concurrency``, capped at
-        ``ceil(llm.serverSlots / tasks)`` when the endpoint's slots are known."""
-        slots = self.settings.llm.server_slots
-        return min(self.settings.llm.concurrency, -(-slots // self.tasks)) if slots else self.settings.llm.concurrency
+        """Calls this client keeps in flight (:func:`calls_in_flight`)."""
+        return calls_in_flight(self.settings, self.tasks)
 
     # ---- public, synchronous (pandas UDFs, driver) -------------------------------------------
     def complete(self, tasks: Sequence[Task]) -> list[Completion]:
@@ -448,6 +446,13 @@ def _duplicate_of(result: Completion) -> Completion:
 def _short(exc: Exception, limit: int = 500) -> str:
     message = str(exc)
     return message if len(message) <= limit else message[:limit] + "…"
+
+
+def calls_in_flight(settings: Settings, tasks: int) -> int:
+    """Calls one task keeps in flight when ``tasks`` run at once: ``llm.concurrency``, capped at
+    ``ceil(llm.serverSlots / tasks)`` when the endpoint's slots are known."""
+    slots, most = settings.llm.server_slots, settings.llm.concurrency
+    return min(most, -(-slots // max(tasks, 1))) if slots else most
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

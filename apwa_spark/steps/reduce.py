@@ -24,7 +24,7 @@ from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, Stru
 
 from apwa_spark.hierarchy import MAX_ROUNDS, USABLE, Child, ReduceDidNotConverge, pack_children, reduce_groups, run_rounds
 from apwa_spark.incremental import INPUT_HASH, INPUT_KEY, node_hash
-from apwa_spark.llm.client import Completion
+from apwa_spark.llm.client import Completion, calls_in_flight
 from apwa_spark.plan import agents
 from apwa_spark.plan.step import (CHARS_PER_TOKEN, Cardinality, Estimate, InputStats, PlanError, PlannerSpec,
                                   PlanningContext, PromptConfig, RunContext, StepKind, TemplateStepConfig, placeholders)
@@ -137,7 +137,8 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
     none), until each group has one row. Failed and empty children are left out of a summary and
     counted: the parent is ``partial`` (``ChildrenFailed``), or an ``error`` when nothing was left.
 
-    A round is ``repartition(level keys)`` into ``min(defaultParallelism, rows)`` partitions, then
+    A round is ``repartition(level keys)`` into ``min(defaultParallelism, rows)`` partitions (one
+    partition, without a shuffle, where all its calls fit in one task: :func:`_spread`), then
     ``mapInPandas``: each task reduces all the groups of its partition in one engine call, so their
     LLM calls are in flight together (up to ``llm.concurrency``), not one group's one to three.
 
@@ -176,8 +177,7 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
             fn = _reduce_partition_fn(step, level, keys, text, round_no, run.job)
             last = increment.last_round(run.store, round_name, schema.fieldNames()) if increment else None
             rows = source.unionByName(last) if last is not None else source  # the last run's nodes, to keep
-            parts = max(1, min(run.job.tasks, run.tables[-1].rows)) if level.group_by else 1
-            spread = rows.repartition(parts, *level.group_by) if level.group_by else rows.repartition(1)
+            spread = _spread(rows, level, run.tables[-1].rows, run.job)
             table = write_table(run.store, run.tables, round_name, spread.mapInPandas(fn, schema), below, how,
                                 run.job.run_id, groups=_groups(), commits=commits)
             return round_name
@@ -195,6 +195,21 @@ def compile_reduce(df: DataFrame, name: str, step: ReduceStep, run: RunContext) 
         return table
     meta = F.struct(*[F.col(f.name) for f in META_SCHEMA.fields]).alias(f"{name}_meta")
     return table.select(*keys, step.output, meta)
+
+
+def _spread(rows: DataFrame, level: Level, children: int, job: JobContext) -> DataFrame:
+    """A round's rows (``children`` of them from the table below, and on a re-run the last run's rows
+    of the round) in partitions that keep each group whole.
+
+    ``repartition(level keys)`` into ``min(defaultParallelism, children)`` partitions; but one
+    partition, without a shuffle (``coalesce(1)``), where the level has no group keys or where the
+    round's LLM calls (at most ``children // 2``: a call takes two children or more) all fit in one
+    task's calls in flight (:func:`~apwa_spark.llm.client.calls_in_flight`), as at the top of a
+    hierarchy (one group, a handful of children): more partitions would only add a shuffle and
+    empty tasks."""
+    if not level.group_by or children // 2 <= calls_in_flight(job.settings, job.tasks):
+        return rows.coalesce(1)
+    return rows.repartition(max(1, min(job.tasks, children)), *level.group_by)
 
 
 def parent_id(base: str, n: int, count: int) -> str:
