@@ -96,12 +96,11 @@ def _new_table_mode(spark: SparkSession, uri: str, mode: str) -> str:
     """``errorifexists`` for an overwrite of a table that does not exist yet, else ``mode``.
 
     delta-spark's overwrite first lists the files of the table it replaces, to remove them; where
-    there is no table yet, that is a state reconstruction of an empty snapshot (one Spark job and the
-    planning of its queries), which costs 0.05 s of a 0.34 s write of a small new table with a warm
-    JVM and 0.1 to 0.2 s in a fresh one, even with the existence check this adds (this project's
-    2-core machine, delta-spark 4.4). Most tables of a run are new (its levels, its result). A
-    writer that creates the table between the check and the write makes this write fail
-    (``DELTA_PATH_EXISTS``) instead of replacing that writer's rows."""
+    there is no table yet, that is a state reconstruction of an empty snapshot: one Spark job more,
+    and the planning of its queries, on the commit's path (delta-spark 4.4). Most tables of a run
+    are new (its levels, its result); the effect on a summarize job's levels is in
+    ``benchmarks/results/floor_*``. A writer that creates the table between the check and the write
+    makes this write fail (``DELTA_PATH_EXISTS``) instead of replacing that writer's rows."""
     from delta.tables import DeltaTable
 
     return "errorifexists" if mode == "overwrite" and not DeltaTable.isDeltaTable(spark, uri) else mode
