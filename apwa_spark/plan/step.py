@@ -91,8 +91,9 @@ class StepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("", description="step name, for provenance; defaults to <kind><index>")
-    materialize: bool = Field(False, description="write the step's output as the Delta table <name> of the run and "
-                                                 "read it back, so later steps do not compute it again (a checkpoint)")
+    materialize: bool = Field(False, description="write the step's output as the Delta table <name> of the run; later "
+                                                 "steps read the rows that write computed (a local checkpoint), so they "
+                                                 "do not compute it again")
     cardinality: ClassVar[Cardinality] = Cardinality.ONE_TO_ONE
 
     def reads(self) -> list[str]:
