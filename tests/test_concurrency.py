@@ -40,21 +40,3 @@ def test_a_reduce_round_sends_the_groups_of_a_partition_together(spark, settings
     # one group per task at a time kept at most 2 calls in flight on local[2]; a partition's groups go together
     assert proxy.max_in_flight >= 3, proxy.max_in_flight
 
-
-def test_a_round_whose_calls_fit_one_tasks_calls_in_flight_runs_as_one_partition_without_a_shuffle(spark):
-    """The top of a hierarchy (one group of five rows: at most 2 calls) is one task, with no shuffle;
-    a round with more calls than one task keeps in flight is spread by its group keys, as above."""
-    from apwa_spark.config import Settings
-    from apwa_spark.runs import JobContext
-    from apwa_spark.steps.reduce import Level, _spread
-
-    # 4 server slots over 2 tasks: 2 calls in flight per task
-    job = JobContext(Settings.load(overrides={"spark.apwa.llm.serverSlots": "4"}), "run", tasks=2)
-    acts = spark.createDataFrame([("rj", a) for a in range(5)], "play string, act long").repartition(2).localCheckpoint()
-    top = _spread(acts, Level(name="play", group_by=["play"]), 5, job)
-    assert top.rdd.getNumPartitions() == 1 and "Exchange" not in top._jdf.queryExecution().executedPlan().toString()
-    scenes = spark.createDataFrame([("rj", s % 5, s) for s in range(26)], "play string, act long, scene long")
-    spread = _spread(scenes, Level(name="act", group_by=["play", "act"]), 26, job)
-    assert spread.rdd.getNumPartitions() == 2 and "hashpartitioning(play" in spread._jdf.queryExecution().executedPlan().toString()
-    whole = _spread(scenes, Level(name="all"), 26, job)  # no group keys: one group, one task
-    assert whole.rdd.getNumPartitions() == 1

@@ -199,3 +199,23 @@ def test_sql_summarize_texts_composes_with_a_built_in_aggregate_in_one_select(sp
     assert {a: r.scenes for a, r in out.items()} == {"I": 2, "II": 1}
     assert out["I"].summary and out["II"].summary  # one summary per act, built in the same SELECT
     assert all(r.checked.result and r.checked.errorMessage is None for r in out.values())
+
+
+def test_a_round_whose_calls_fit_one_tasks_calls_in_flight_runs_as_one_partition_without_a_shuffle(spark):
+    """The top of a hierarchy (one group of five rows: at most 2 calls) is one task, with no shuffle;
+    a round with more calls than one task keeps in flight is spread by its group keys
+    (``test_concurrency.py``: its groups' calls then go together per partition). No model needed."""
+    from apwa_spark.config import Settings
+    from apwa_spark.runs import JobContext
+    from apwa_spark.steps.reduce import Level, _spread
+
+    # 4 server slots over 2 tasks: 2 calls in flight per task
+    job = JobContext(Settings.load(env={}, overrides={"spark.apwa.llm.serverSlots": "4"}), "run", tasks=2)
+    acts = spark.createDataFrame([("rj", a) for a in range(5)], "play string, act long").repartition(2).localCheckpoint()
+    top = _spread(acts, Level(name="play", group_by=["play"]), 5, job)
+    assert top.rdd.getNumPartitions() == 1 and "Exchange" not in top._jdf.queryExecution().executedPlan().toString()
+    scenes = spark.createDataFrame([("rj", s % 5, s) for s in range(26)], "play string, act long, scene long")
+    spread = _spread(scenes, Level(name="act", group_by=["play", "act"]), 26, job)
+    assert spread.rdd.getNumPartitions() == 2 and "hashpartitioning(play" in spread._jdf.queryExecution().executedPlan().toString()
+    whole = _spread(scenes, Level(name="all"), 26, job)  # no group keys: one group, one task
+    assert whole.rdd.getNumPartitions() == 1

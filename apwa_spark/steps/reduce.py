@@ -209,7 +209,7 @@ def _spread(rows: DataFrame, level: Level, children: int, job: JobContext) -> Da
     empty tasks."""
     if not level.group_by or children // 2 <= calls_in_flight(job.settings, job.tasks):
         return rows.coalesce(1)
-    return rows.repartition(max(1, min(job.tasks, children)), *level.group_by)
+    return rows.repartition(min(job.tasks, children), *level.group_by)
 
 
 def parent_id(base: str, n: int, count: int) -> str:
