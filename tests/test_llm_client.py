@@ -271,6 +271,30 @@ def test_a_process_waiting_out_its_share_stays_counted_until_its_booked_request_
         assert other.processes == 2  # slow still counts: the other keeps half the rate
 
 
+def test_a_process_with_a_request_in_flight_past_the_activity_window_stays_counted():
+    """A process books nothing while its one request is in flight (a long answer at concurrency 1):
+    it keeps reporting until the request ends, or the job server drops it after its activity window
+    and the others take its share while it is still sending."""
+    from apwa_spark.llm.budget import BudgetServer
+    from apwa_spark.llm.ratelimit import SHARE_REFRESH_SECONDS, RateLimiter
+
+    s = Settings.load(env={})
+    with BudgetServer(s.budget, s.price, active_seconds=3.0) as server:
+        other = RateLimiter(rpm=24, tpm=None, tasks=2, share_url=server.url, startup_seconds=0)
+        slow = RateLimiter(rpm=24, tpm=None, tasks=2, share_url=server.url)
+        other.delay(1)
+        slow.delay(1)
+        with slow.sending():  # its request, 5 s: past the server's 3 s since slow's booking reported
+            time.sleep(5.0)
+            other.delay(1)
+            assert other.processes == 2  # slow still counts: the other keeps half the rate
+        time.sleep(SHARE_REFRESH_SECONDS + 0.5)
+        assert not [t for t in threading.enumerate() if t.name == "apwa-rate-share"]  # no request in flight: no reports
+        time.sleep(3.0 - 0.5)  # slow's last report is now past the window
+        other.delay(1)
+        assert other.processes == 1  # and once it stopped sending, it drops out
+
+
 def _cached_answers(settings, tmp_path, commit_seconds: str, window: str) -> tuple[int, int, list]:
     """Twelve distinct calls to the embedded model, 2 in flight, through a fresh response cache:
     (commits of the cache table, answers readable from it once ``complete`` returned, completions)."""

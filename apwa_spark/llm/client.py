@@ -232,7 +232,8 @@ class LLMClient:
             if self.limiter.quota_spent:
                 return Completion.failed(_quota_message(self.settings), calls=calls)
             try:
-                text, usage, finish, retries = await self._request(client, task)
+                with self.limiter.sending():  # counted by the job server while it is in flight
+                    text, usage, finish, retries = await self._request(client, task)
             except openai.RateLimitError as exc:
                 if _is_quota(exc):  # not retried (the response hook said so); nor is any later call
                     self.limiter.spend_quota()

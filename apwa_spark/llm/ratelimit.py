@@ -8,7 +8,8 @@ processes *actually sending* requests: each limiter reports to the driver's job 
 than it last said by more than that), with how long its booked requests will keep it sending, and
 the server counts the processes still sending or heard from in the last
 :data:`~apwa_spark.llm.budget.ACTIVE_SECONDS`. (At a low rate a process books a request and waits
-longer than that for it: it still counts, so that the others do not take its share.) A stage of 2 partitions on a
+longer than that for it: it still counts, so that the others do not take its share; and a process
+with a request in flight keeps reporting until it is answered, :meth:`RateLimiter.sending`.) A stage of 2 partitions on a
 16-core cluster then gives each of its 2 processes half the budget, not a sixteenth; a process
 that stops sending drops out of the count. Without the server (a limiter made outside a job),
 ``n`` is the ``tasks`` it is given (``SparkContext.defaultParallelism``: the most that can run).
@@ -38,6 +39,7 @@ the refill rate changes; a share shrinking while a new process joins is seen wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -105,6 +107,8 @@ class RateLimiter:
         self._booked_until = 0.0  # monotonic time the last booked request may be sent
         self._reported_until = 0.0  # the time the job server was last told this process sends until
         self._lock = threading.Lock()
+        self._in_flight = 0  # requests sent and not answered yet (:meth:`sending`)
+        self._heartbeat: threading.Thread | None = None  # reports while requests are in flight
         self._paused_until = 0.0
         self._quota_until = 0.0
         self.pauses = 0  #: 429 pauses taken (for reports and tests)
@@ -161,6 +165,36 @@ class RateLimiter:
             await asyncio.sleep(delay)
             with self._lock:  # a 429 may have paused the process meanwhile
                 delay = self._paused_until - time.monotonic()
+
+    @contextlib.contextmanager
+    def sending(self):
+        """Count one request in flight while the block runs. While any is, a thread of this limiter
+        reports to the job server every :data:`SHARE_REFRESH_SECONDS`, as bookings do: a process
+        whose requests all take longer than the server's activity window (a long answer at
+        concurrency 1) books nothing meanwhile, and would otherwise drop out of the count while it
+        still sends at its share, so that the others took the whole rate (by arithmetic: two
+        processes, one sending requests of 20 s at its share, the other then at twice its share half
+        of the time, is 1.25 × the rpm in a minute). The thread ends when no request is in flight."""
+        with self._lock:
+            self._in_flight += 1
+            if self._share_url is not None and self._heartbeat is None:
+                self._heartbeat = threading.Thread(target=self._beat, name="apwa-rate-share", daemon=True)
+                self._heartbeat.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _beat(self) -> None:
+        """:meth:`sending`'s reports, until no request is in flight."""
+        while True:
+            time.sleep(SHARE_REFRESH_SECONDS)
+            with self._lock:
+                if not self._in_flight:
+                    self._heartbeat = None
+                    return
+                self._refresh_share()
 
     def pause(self, seconds: float) -> None:
         """Hold every request of this process for ``seconds`` from now (a 429's ``Retry-After``)."""
