@@ -196,8 +196,10 @@ def test_a_429_with_retry_after_pauses_every_call_of_the_process(settings, endpo
 def test_a_quota_exhausted_429_fails_fast_and_later_calls_make_no_request(settings, endpoint):
     with FaultyEndpoint(endpoint.base_url, insufficient_quota=1.0) as proxy:
         local = _via(settings, proxy, **{"spark.apwa.llm.concurrency": "1", "spark.apwa.llm.maxRetries": "3"})
-        results = LLMClient(local, run_id="quota-run").complete(_topics(4))
+        client = LLMClient(local, run_id="quota-run")
+        results = client.complete(_topics(4))
     assert proxy.requests == 1  # not retried, and nothing sent after it
+    assert client.limiter._in_flight == 0  # the refused request is no longer counted as in flight
     assert [r.error_class for r in results] == ["QuotaExhausted"] * 4 and [r.calls for r in results] == [1, 0, 0, 0]
     assert "raise the quota" in results[0].error and "127.0.0.1" in results[0].error
 
@@ -289,7 +291,7 @@ def test_a_process_with_a_request_in_flight_past_the_activity_window_stays_count
             other.delay(1)
             assert other.processes == 2  # slow still counts: the other keeps half the rate
         time.sleep(SHARE_REFRESH_SECONDS + 0.5)
-        assert not [t for t in threading.enumerate() if t.name == "apwa-rate-share"]  # no request in flight: no reports
+        assert slow._heartbeat is None  # no request in flight: its reporting thread has ended
         time.sleep(3.0 - 0.5)  # slow's last report is now past the window
         other.delay(1)
         assert other.processes == 1  # and once it stopped sending, it drops out

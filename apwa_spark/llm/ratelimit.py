@@ -68,15 +68,21 @@ class _Bucket:
         self.set_rate(per_minute)
 
     def set_rate(self, per_minute: float) -> None:
-        """A new share (units per minute); the burst stays, and the window bound holds at the new rate."""
+        """A new share (units per minute) from now on: the time since the last booking refills at the
+        rate it had; the burst stays, and the window bound holds at the new rate."""
+        if hasattr(self, "rate"):
+            self._refill()
         self.per_minute = per_minute
         self.rate = max(per_minute - self.capacity, per_minute / 2) / 60.0  # units per second
 
-    def wait_for(self, amount: float) -> float:
-        """Book ``amount`` (capped at the capacity) and return the seconds until it is covered (0: now)."""
+    def _refill(self) -> None:
         now = time.monotonic()
         self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
         self.stamp = now
+
+    def wait_for(self, amount: float) -> float:
+        """Book ``amount`` (capped at the capacity) and return the seconds until it is covered (0: now)."""
+        self._refill()
         self.level -= min(amount, self.capacity)
         return 0.0 if self.level >= 0 else -self.level / self.rate
 
@@ -109,6 +115,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._in_flight = 0  # requests sent and not answered yet (:meth:`sending`)
         self._heartbeat: threading.Thread | None = None  # reports while requests are in flight
+        self._reporting = False  # a report to the job server is under way
         self._paused_until = 0.0
         self._quota_until = 0.0
         self.pauses = 0  #: 429 pauses taken (for reports and tests)
@@ -117,32 +124,43 @@ class RateLimiter:
     def _refresh_share(self) -> None:
         """Tell the job server this process is sending, with its requests booked up to now (it sends
         until the last is sent), and take ``budget / processes sending``. Called after each
-        booking; it reports at most every :data:`SHARE_REFRESH_SECONDS`, and at once when a booking
-        reaches further than the server was told by more than that: a process sending one request
-        every 12 s (a low share) would otherwise drop out of the count between two reports, and the
-        others would take its share meanwhile. An unreachable server leaves the share as it is."""
-        now = time.monotonic()
-        due = now - self._refreshed >= SHARE_REFRESH_SECONDS or \
-            self._booked_until > self._reported_until + SHARE_REFRESH_SECONDS
-        if self._share_url is None or not due:
-            return
-        self._refreshed = now
-        busy = max(0.0, self._booked_until - now)  # requests booked but not sent yet: still sending till then
-        self._reported_until = now + busy
+        booking and by :meth:`sending`'s thread, without the lock held: the report is an HTTP call,
+        made outside it so that the process's bookings do not wait on it. It reports at most every
+        :data:`SHARE_REFRESH_SECONDS` (one report at a time), and at once when a booking reaches
+        further than the server was told by more than that: a process sending one request every
+        12 s (a low share) would otherwise drop out of the count between two reports, and the others
+        would take its share meanwhile. An unreachable server leaves the share as it is."""
+        with self._lock:
+            now = time.monotonic()
+            due = now - self._refreshed >= SHARE_REFRESH_SECONDS or \
+                self._booked_until > self._reported_until + SHARE_REFRESH_SECONDS
+            if self._share_url is None or not due or self._reporting:
+                return
+            self._refreshed, self._reporting = now, True
+            busy = max(0.0, self._booked_until - now)  # requests booked but not sent yet: still sending till then
+            self._reported_until = now + busy
         try:
             active = int(httpx.post(f"{self._share_url}/share", json={"process": self._process, "busy": busy},
                                     timeout=2.0, trust_env=False).json()["active"])
         except (httpx.HTTPError, ValueError, KeyError):
-            self._refreshed = time.monotonic()  # after a timeout too: the next try is a full interval away
-            return
-        self._first_report = now if self._first_report is None else self._first_report
-        if active < self.processes and now - self._first_report < self._startup:
-            return  # the others may not have reported yet: a larger share only once they would have
-        self.processes = max(active, 1)
-        if self._requests:
-            self._requests.set_rate(self.rpm / self.processes)
-        if self._tokens:
-            self._tokens.set_rate(self.tpm / self.processes)
+            active = None
+        with self._lock:
+            self._reporting = False
+            # a booking made during the report that reaches further than it said: told at once, as above
+            again = active is not None and self._booked_until > self._reported_until + SHARE_REFRESH_SECONDS
+            if active is None:
+                self._refreshed = time.monotonic()  # after a timeout too: the next try is a full interval away
+            else:
+                self._first_report = now if self._first_report is None else self._first_report
+                # a smaller count only once the others would have reported too
+                if active >= self.processes or now - self._first_report >= self._startup:
+                    self.processes = max(active, 1)
+                    if self._requests:
+                        self._requests.set_rate(self.rpm / self.processes)
+                    if self._tokens:
+                        self._tokens.set_rate(self.tpm / self.processes)
+        if again:
+            self._refresh_share()
 
     def delay(self, tokens: int) -> float:
         """Book one request of about ``tokens`` tokens; seconds to wait before sending it (0: now)."""
@@ -155,8 +173,8 @@ class RateLimiter:
                 waits.append(self._tokens.wait_for(tokens))
             wait = max(0.0, *waits)
             self._booked_until = max(self._booked_until, time.monotonic() + wait)
-            self._refresh_share()  # after the booking, so the server hears how long this one keeps the process sending
-            return wait
+        self._refresh_share()  # after the booking, so the server hears how long this one keeps the process sending
+        return wait
 
     async def acquire(self, tokens: int) -> None:
         """Wait until one request of about ``tokens`` tokens fits both budgets and no pause holds."""
@@ -174,7 +192,8 @@ class RateLimiter:
         concurrency 1) books nothing meanwhile, and would otherwise drop out of the count while it
         still sends at its share, so that the others took the whole rate (by arithmetic: two
         processes, one sending requests of 20 s at its share, the other then at twice its share half
-        of the time, is 1.25 × the rpm in a minute). The thread ends when no request is in flight."""
+        of the time, is 1.25 × the rpm in a minute). It stays counted as long as the job server
+        answers. The thread ends when no request is in flight."""
         with self._lock:
             self._in_flight += 1
             if self._share_url is not None and self._heartbeat is None:
@@ -194,7 +213,7 @@ class RateLimiter:
                 if not self._in_flight:
                     self._heartbeat = None
                     return
-                self._refresh_share()
+            self._refresh_share()
 
     def pause(self, seconds: float) -> None:
         """Hold every request of this process for ``seconds`` from now (a 429's ``Retry-After``)."""
