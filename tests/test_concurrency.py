@@ -39,4 +39,3 @@ def test_a_reduce_round_sends_the_groups_of_a_partition_together(spark, settings
     assert got == {f"g{g}": 1 for g in range(8)} and proxy.requests == 8  # one call per group, each group one row
     # one group per task at a time kept at most 2 calls in flight on local[2]; a partition's groups go together
     assert proxy.max_in_flight >= 3, proxy.max_in_flight
-

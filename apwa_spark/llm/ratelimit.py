@@ -64,14 +64,13 @@ class _Bucket:
 
     def __init__(self, per_minute: float, burst: float):
         self.capacity = self.level = burst
-        self.stamp = time.monotonic()
+        self.stamp, self.rate = time.monotonic(), 0.0
         self.set_rate(per_minute)
 
     def set_rate(self, per_minute: float) -> None:
         """A new share (units per minute) from now on: the time since the last booking refills at the
         rate it had; the burst stays, and the window bound holds at the new rate."""
-        if hasattr(self, "rate"):
-            self._refill()
+        self._refill()
         self.per_minute = per_minute
         self.rate = max(per_minute - self.capacity, per_minute / 2) / 60.0  # units per second
 

@@ -4,9 +4,10 @@ Each step kind's module (:mod:`apwa_spark.steps`) holds its compile function: pe
 (map, classify, extract, filter, redact) are pandas UDFs around an executor agent
 (:mod:`apwa_spark.plan.udf`), ``chunk`` explodes, ``where``/``select`` are plain DataFrame
 operations, and ``reduce`` materializes rounds of ``mapInPandas`` over partitions of whole groups,
-each round a Delta table of the run's store. No step drops a row silently: ``filter`` keeps the rows answered true *and* the
-rows whose check failed (``status='error'``). A row an earlier step left ``unevaluated`` (the
-job's budget) stays ``unevaluated`` in the steps after it (:func:`~apwa_spark.plan.udf.carry_unevaluated`).
+each round a Delta table of the run's store. No step drops a row silently: ``filter`` keeps the
+rows answered true *and* the rows whose check failed (``status='error'``). A row an earlier step
+left ``unevaluated`` (the job's budget) stays ``unevaluated`` in the steps after it
+(:func:`~apwa_spark.plan.udf.carry_unevaluated`).
 """
 
 from __future__ import annotations
