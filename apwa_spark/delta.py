@@ -52,6 +52,8 @@ FORMAT_NAME = "apwa_delta"
 ENGINES = ("auto", "native", "deltars")
 #: The table property that turns on Change Data Feed (native path).
 CDF = "delta.enableChangeDataFeed"
+#: The table property naming how many leading columns get file statistics (min, max, null count).
+INDEXED_COLUMNS = "delta.dataSkippingNumIndexedCols"
 
 
 def has_native_delta(spark: SparkSession) -> bool:
@@ -82,13 +84,20 @@ def resolve_engine(spark: SparkSession, engine: str | None = None) -> str:
     return "native" if engine == "native" or (engine == "auto" and native) else "deltars"
 
 
-def _native_writer(df: DataFrame, mode: str, note: str | None = None):
+def _native_writer(df: DataFrame, mode: str, note: str | None = None, column_stats: bool = True):
     """A delta-spark writer with CDF on; an overwrite replaces the schema too (a re-run of a newer
     apwa-spark over an older run's tables, whose columns differ, replaces them). ``note``: the
     commit's ``userMetadata``, as a writer option (it wins over the session conf that
-    :func:`commit_metadata` sets for a commit made meanwhile on another thread)."""
+    :func:`commit_metadata` sets for a commit made meanwhile on another thread).
+
+    ``column_stats=False``: a new table gets ``delta.dataSkippingNumIndexedCols=0``, so its files
+    carry ``numRecords`` but no per-column statistics. delta-spark collects them for the first 32
+    columns by default, which costs every write time in its task, its planning and its commit (the
+    effect on a summarize job's levels: ``benchmarks/results/floor_*``); they only serve to skip
+    files on a filter, which a table read whole, or of a file or two, never does."""
     writer = df.write.format("delta").mode(mode).option(CDF, "true")
     writer = writer.option("userMetadata", note) if note is not None else writer
+    writer = writer if column_stats else writer.option(INDEXED_COLUMNS, "0")
     return writer.option("overwriteSchema", "true") if mode == "overwrite" else writer
 
 
@@ -107,7 +116,8 @@ def _new_table_mode(spark: SparkSession, uri: str, mode: str) -> str:
 
 
 def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str | None = None,
-                storage_options: Mapping[str, str] | None = None, note: str | None = None) -> None:
+                storage_options: Mapping[str, str] | None = None, note: str | None = None,
+                column_stats: bool = True) -> None:
     """Write ``df`` as a Delta table at ``path`` in one commit.
 
     Args:
@@ -118,6 +128,8 @@ def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str |
         storage_options: delta-rs options for an object-store ``path`` (fallback only; default
             :func:`apwa_spark.storage.storage_options` of the session).
         note: the commit's ``userMetadata`` (native path only).
+        column_stats: False: a new table's files get no per-column statistics, only
+            ``numRecords`` (native path, :func:`_native_writer`; the fallback's files never have them).
 
     Raises:
         ValueError: an unsupported mode or engine, or a URI the fallback cannot write.
@@ -126,7 +138,7 @@ def write_delta(df: DataFrame, path: str, mode: str = "overwrite", engine: str |
     spark = df.sparkSession
     uri = storage.normalize(path)
     if resolve_engine(spark, engine) == "native":
-        _native_writer(df, _new_table_mode(spark, uri, mode), note).save(uri)
+        _native_writer(df, _new_table_mode(spark, uri, mode), note, column_stats).save(uri)
         return
     options = dict(storage.storage_options(spark, uri) if storage_options is None else storage_options)
     spark.dataSource.register(DeltaRsDataSource)
@@ -220,14 +232,16 @@ class TableStore:
         """A file location under ``root`` (response cache, manifests), whatever ``schema`` says."""
         return storage.join(self.root, name)
 
-    def write(self, df: DataFrame, name: str, mode: str = "overwrite", note: str | None = None) -> None:
+    def write(self, df: DataFrame, name: str, mode: str = "overwrite", note: str | None = None,
+              column_stats: bool = True) -> None:
         """Write ``df`` as the table ``name`` in one commit (CDF on, native path); ``note``: the
-        commit's ``userMetadata`` (native path)."""
+        commit's ``userMetadata`` (native path); ``column_stats=False``: a new table's files get
+        ``numRecords`` only, no per-column statistics (:func:`write_delta`)."""
         if not self.schema:
-            write_delta(df, self.location(name), mode, self.engine, self.storage_options, note)
+            write_delta(df, self.location(name), mode, self.engine, self.storage_options, note, column_stats)
             return
         _check_mode(mode)
-        _native_writer(df, mode, note).saveAsTable(self.location(name))
+        _native_writer(df, mode, note, column_stats).saveAsTable(self.location(name))
 
     def read(self, name: str) -> DataFrame:
         """The current version of the table ``name``."""

@@ -122,7 +122,9 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     ``tables``, print a line of its figures (the run's progress), and return its rows: the rows
     it commits, computed once into a local checkpoint by the job that writes them, so the steps
     after it read them there, not from the Delta table (no snapshot of it to compute, no scan to
-    plan).
+    plan). A step table is new with no per-column file statistics, only ``numRecords``
+    (``column_stats=False`` of :meth:`TableStore.write`): its next step reads it whole; the run's
+    result table keeps Delta's default statistics, for its readers' filters.
 
     Args:
         source: the table of ``store`` that ``df`` was computed from; its files, as committed
@@ -161,7 +163,7 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
             with commit_metadata(store.spark, note):  # a MERGE takes its userMetadata from the session only
                 store.merge(staged, name, on="node_id", changed="s.run_id <> t.run_id")
         elif how == "overwrite":
-            store.write(df if staged is None else staged, name, note=note)
+            store.write(df if staged is None else staged, name, note=note, column_stats=False)
 
     def append_stats(columns: list[str], figures: dict) -> TableStats:
         stats = TableStats(table=name, path=store.location(name), seconds=0.0, columns=columns,

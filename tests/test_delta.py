@@ -8,7 +8,7 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable, write_deltalake
 from pyspark.sql.types import LongType, StructField, StructType
 
-from apwa_spark.delta import CDF, DeltaRsDataSource, TableStore, has_native_delta, read_delta, resolve_engine, write_delta
+from apwa_spark.delta import CDF, INDEXED_COLUMNS, DeltaRsDataSource, TableStore, has_native_delta, read_delta, resolve_engine, write_delta
 
 ENGINES = ["native", "deltars"]
 
@@ -147,6 +147,24 @@ def test_fallback_abort_without_a_commit_deletes_the_writes_files(tmp_path):
     writer.abort(messages)
     assert {p.name for p in path.iterdir()} == before
     assert DeltaTable(str(path)).to_pandas()["id"].tolist() == [0]
+
+
+@pytest.mark.parametrize("schema", [None, "apwa_test_stats"])
+def test_a_step_table_has_record_counts_but_no_column_stats_and_other_tables_keep_them(spark, tmp_path, schema):
+    """A run's step tables are written with ``column_stats=False``; its result and dead letters are not."""
+    store = TableStore.create(spark, str(tmp_path / "run"), "auto", schema=schema)
+    df = spark.range(5).selectExpr("id", "cast(id as string) as s")
+    store.write(df, "scene_r1", column_stats=False)
+    store.write(df, "result")
+
+    def stats(name: str) -> tuple[str | None, list[str]]:
+        detail = spark.sql(f"DESCRIBE DETAIL {store.location(name) if schema else f'delta.`{store.location(name)}`'}").first()
+        adds = pa.table(DeltaTable(detail.location).get_add_actions(flatten=True)).to_pydict()
+        assert sum(adds["num_records"]) == 5, name
+        return detail.properties.get(INDEXED_COLUMNS), sorted(k for k in adds if k.startswith(("min.", "max.")))
+
+    assert stats("scene_r1") == ("0", [])
+    assert stats("result") == (None, ["max.id", "max.s", "min.id", "min.s"])
 
 
 def test_catalog_output_makes_managed_delta_tables_with_change_data_feed(spark, tmp_path):
