@@ -1,4 +1,5 @@
 import json
+import shutil
 import threading
 import time
 
@@ -6,7 +7,7 @@ import pytest
 
 from apwa_spark import agent
 from apwa_spark.config import Settings
-from apwa_spark.llm.cache import ResponseCache
+from apwa_spark.llm.cache import ResponseCache, shared_cache
 from apwa_spark.llm.client import EndpointUnavailableError, LLMClient
 from apwa_spark.llm.endpoints import preflight
 from apwa_spark.llm.prompts import Task, Template
@@ -48,6 +49,21 @@ def test_a_key_stored_twice_reads_as_its_first_answer(tmp_path):
     cache.put_many([("k", "a later answer", "m", 10, 3), ("j", "other", "m", 5, 1)])
     for _ in range(3):
         assert {k: r["text"] for k, r in cache.get_many(["k", "j", "absent"]).items()} == {"k": "first answer", "j": "other"}
+
+
+def test_a_process_keeps_one_open_cache_that_sees_other_writers_and_a_table_written_anew(tmp_path):
+    path = tmp_path / "cache"
+    shared = shared_cache(path)
+    assert shared_cache(str(path)) is shared and shared_cache(tmp_path / "other") is not shared
+    ResponseCache(path).put_many([("a", "from another task", "m", 1, 1)])  # another process's appends
+    assert shared.get_many(["a"])["a"]["text"] == "from another task"
+    ResponseCache(path).put_many([("b", "later", "m", 1, 1)])
+    assert set(shared.get_many(["a", "b", "absent"])) == {"a", "b"}
+    shutil.rmtree(path)  # the run's output deleted between two jobs of one session, then written again
+    ResponseCache(path).put_many([("c", "new table", "m", 1, 1)])
+    assert {k: r["text"] for k, r in shared.get_many(["a", "b", "c"]).items()} == {"c": "new table"}
+    shared.put_many([("d", "mine", "m", 1, 1)])
+    assert set(ResponseCache(path).get_many(["a", "c", "d"])) == {"c", "d"}
 
 
 def test_endpoint_down_names_the_url_and_the_embedded_fix():

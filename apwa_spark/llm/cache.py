@@ -8,14 +8,19 @@ commit and at most one commit per ``cache.commitSeconds`` per task, so a job kil
 only the calls in flight or not yet committed: at most ``llm.concurrency + cache.maxUncommitted``
 per task. A :class:`ResponseCache` keeps its table open between commits: delta-rs then reads only
 the log entries added since (about 5 ms of CPU a commit, against 20 to 40 ms when every append
-opens the table and replays its log; measured on this project's 2-core machine, deltalake 1.6). The table may be on an object store
+opens the table and replays its log; measured on this project's 2-core machine, deltalake 1.6),
+and a process keeps one open for all the tasks it runs (:func:`shared_cache`). The table may be on an object store
 (``s3a://bucket/run/_llm_cache``): executors reach it with the job's delta-rs ``storage_options``;
 on Databricks a ``dbfs:/`` cache is opened through the ``/dbfs`` mount (:func:`~apwa_spark.storage.deltars_uri`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 import time
+from collections import OrderedDict
 from typing import Iterable, Mapping
 
 import pyarrow as pa
@@ -48,6 +53,7 @@ class ResponseCache:
         self.path = deltars_uri(path)
         self._options = dict(storage_options or {}) or None
         self._table = None  # the open DeltaTable, once the table exists
+        self._lock = threading.Lock()  # one reader or writer of the open table at a time
 
     def __repr__(self) -> str:
         return f"ResponseCache({self.path!r})"
@@ -62,12 +68,15 @@ class ResponseCache:
         """The table, opened once and brought to its latest version (None while it does not exist)."""
         from deltalake import DeltaTable
 
-        if self._table is None:
-            if not DeltaTable.is_deltatable(self.path, storage_options=self._options):
-                return None
-            self._table = DeltaTable(self.path, storage_options=self._options)
-        else:
-            self._table.update_incremental()
+        if self._table is not None:
+            try:
+                self._table.update_incremental()
+                return self._table
+            except Exception:  # noqa: BLE001  (e.g. the table was deleted and written anew): open it afresh
+                self._table = None
+        if not DeltaTable.is_deltatable(self.path, storage_options=self._options):
+            return None
+        self._table = DeltaTable(self.path, storage_options=self._options)
         return self._table
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
@@ -77,23 +86,42 @@ class ResponseCache:
         first answer (earliest ``created_ms``, then text), so every read gives the same one.
         """
         keys = list(set(keys))
-        delta_table = self._open() if keys else None
-        if delta_table is None:
+        if not keys:
             return {}
-        table = delta_table.to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
+        with self._lock:
+            table = self._read(keys)
         found: dict[str, dict] = {}
         for row in table.sort_by([("created_ms", "ascending"), ("text", "ascending")]).to_pylist():
             found.setdefault(row["key"], row)
         return found
 
+    def _read(self, keys: list[str]) -> pa.Table:
+        """The rows of ``keys`` at the table's latest version; a table handle gone stale (its files
+        deleted since it was opened) is opened afresh once."""
+        for attempt in (0, 1):
+            delta_table = self._open()
+            if delta_table is None:
+                return SCHEMA.empty_table()
+            try:
+                return delta_table.to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
+            except (OSError, pa.ArrowException):
+                if attempt:
+                    raise
+                self._table = None
+        raise AssertionError("unreachable")
+
     def put_many(self, rows: list[tuple[str, str, str, int, int]]) -> None:
         """Append (key, text, model, prompt_tokens, completion_tokens) rows in one commit (a new table
         gets :data:`PROPERTIES`; delta-rs leaves an existing table's properties as they are)."""
+        if not rows:
+            return
+        with self._lock:
+            self._append(rows)
+
+    def _append(self, rows: list[tuple[str, str, str, int, int]]) -> None:
         from deltalake import write_deltalake
         from deltalake.exceptions import CommitFailedError
 
-        if not rows:
-            return
         now = int(time.time() * 1000)
         table = pa.Table.from_pylist(
             [dict(zip(SCHEMA.names, (*row, now))) for row in rows], schema=SCHEMA)
@@ -116,3 +144,29 @@ class ResponseCache:
 
         if DeltaTable.is_deltatable(self.path, storage_options=self._options):
             DeltaTable(self.path, storage_options=self._options).optimize.compact()
+
+
+#: This process's open caches (:func:`shared_cache`), most recently used last, and the pid that opened them.
+_SHARED: "OrderedDict[tuple[str, str], ResponseCache]" = OrderedDict()
+_SHARED_STATE = {"pid": None}
+_SHARED_LOCK = threading.Lock()
+#: Open caches a process keeps (the most recent jobs' cache tables).
+MAX_SHARED = 4
+
+
+def shared_cache(path: str, storage_options: Mapping[str, str] | None = None) -> ResponseCache:
+    """This process's :class:`ResponseCache` of ``path`` (with ``storage_options``): one per process
+    (a Python worker, or the driver), kept open across the tasks it runs, so that a task reads only
+    the log entries committed since the last one instead of opening the table and replaying its
+    whole log (one commit per task's batch of answers: hundreds in a long job). Safe across threads.
+    A fork (Spark's Python daemon forks its workers) starts with none."""
+    key = (deltars_uri(path), json.dumps(dict(storage_options or {}), sort_keys=True))
+    with _SHARED_LOCK:
+        if _SHARED_STATE["pid"] != os.getpid():
+            _SHARED.clear()
+            _SHARED_STATE["pid"] = os.getpid()
+        cache = _SHARED.pop(key, None) or ResponseCache(path, storage_options)
+        _SHARED[key] = cache
+        while len(_SHARED) > MAX_SHARED:
+            _SHARED.popitem(last=False)
+        return cache

@@ -48,7 +48,7 @@ import openai
 from apwa_spark.config import Settings
 from apwa_spark.llm import endpoints
 from apwa_spark.llm.budget import UNEVALUATED, BudgetClient, unevaluated_message
-from apwa_spark.llm.cache import ResponseCache
+from apwa_spark.llm.cache import ResponseCache, shared_cache
 from apwa_spark.llm.endpoints import EndpointUnavailableError
 from apwa_spark.llm.prompts import Task, cache_key, render_chat, render_completion
 from apwa_spark.llm.ratelimit import RateLimiter, process_limiter, retry_after_seconds
@@ -141,7 +141,7 @@ class LLMClient:
         self.limiter = process_limiter(run_id, settings.llm.rpm, settings.llm.tpm, tasks,
                                        budget_url if settings.llm.rpm or settings.llm.tpm else None)
         self.budget = BudgetClient(budget_url) if budget_url and settings.budget.enabled else None
-        self.cache = (ResponseCache(settings.cache.path, cache_options)
+        self.cache = (shared_cache(settings.cache.path, cache_options)
                       if settings.cache.enabled and settings.cache.path else None)
 
     @property
