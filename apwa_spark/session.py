@@ -44,12 +44,6 @@ DELTA_DEFAULTS = {
     # 0.05 s of a 0.27 s write of a small new table (0.1 s before the JVM warmed up), and reads of
     # such tables still ran their snapshot jobs (5) with it on.
     "spark.databricks.delta.allFilesInCrc.enabled": "false",
-    # Delta writes a table's log and checksum files through Hadoop's FileContext, whose default for
-    # local paths (LocalFs) adds a ".crc" side file to each and, without Hadoop's native library,
-    # spawns a chmod or readlink process for each file it creates or renames: about 20 processes a
-    # commit. RawLocalFs writes the same files without the side files, and half the processes. Local
-    # paths only; Parquet data files still get theirs (the FileSystem API, fs.file.impl).
-    "spark.hadoop.fs.AbstractFileSystem.file.impl": "org.apache.hadoop.fs.local.RawLocalFs",
 }
 
 

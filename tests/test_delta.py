@@ -149,19 +149,6 @@ def test_fallback_abort_without_a_commit_deletes_the_writes_files(tmp_path):
     assert DeltaTable(str(path)).to_pandas()["id"].tolist() == [0]
 
 
-def test_a_local_tables_log_has_no_hadoop_checksum_side_files_and_its_data_files_keep_theirs(spark, tmp_path):
-    """Sessions apwa-spark starts write Delta's log through Hadoop's RawLocalFs (apwa_spark.session)."""
-    path = tmp_path / "t"
-    write_delta(spark.range(3), path, engine="native")
-    write_delta(spark.range(2), path, mode="append", engine="native")
-    log = sorted(p.name for p in (path / "_delta_log").iterdir() if p.is_file())
-    assert log == ["00000000000000000000.crc", "00000000000000000000.json", "00000000000000000001.crc",
-                   "00000000000000000001.json"]
-    data = [p.name for p in path.iterdir() if p.suffix == ".parquet"]
-    assert data and all((path / f".{name}.crc").exists() for name in data)
-    assert read_delta(spark, path, engine="native").count() == 5
-
-
 @pytest.mark.parametrize("schema", [None, "apwa_test_stats"])
 def test_a_step_table_has_record_counts_but_no_column_stats_and_other_tables_keep_them(spark, tmp_path, schema):
     """A run's step tables are written with ``column_stats=False``; its result and dead letters are not."""
