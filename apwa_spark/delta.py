@@ -90,8 +90,9 @@ def _native_writer(df: DataFrame, mode: str, note: str | None = None, column_sta
     commit's ``userMetadata``, as a writer option (it wins over the session conf that
     :func:`commit_metadata` sets for a commit made meanwhile on another thread).
 
-    ``column_stats=False``: a new table gets ``delta.dataSkippingNumIndexedCols=0``, so its files
-    carry ``numRecords`` but no per-column statistics. delta-spark collects them for the first 32
+    ``column_stats=False``: a table the write creates gets ``delta.dataSkippingNumIndexedCols=0``,
+    so its files carry ``numRecords`` but no per-column statistics; a table that exists keeps its
+    properties (delta-spark takes ``delta.*`` writer options when it creates a table). delta-spark collects them for the first 32
     columns by default, which costs every write time in its task, its planning and its commit (the
     effect on a summarize job's levels: ``benchmarks/results/floor_*``); they only serve to skip
     files on a filter, which a table read whole, or of a file or two, never does."""

@@ -122,7 +122,7 @@ def write_table(store: TableStore, tables: list[TableStats], name: str, df: Data
     ``tables``, print a line of its figures (the run's progress), and return its rows: the rows
     it commits, computed once into a local checkpoint by the job that writes them, so the steps
     after it read them there, not from the Delta table (no snapshot of it to compute, no scan to
-    plan). A step table is new with no per-column file statistics, only ``numRecords``
+    plan). A step table the write creates has no per-column file statistics, only ``numRecords``
     (``column_stats=False`` of :meth:`TableStore.write`): its next step reads it whole; the run's
     result table keeps Delta's default statistics, for its readers' filters.
 

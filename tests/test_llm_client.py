@@ -51,18 +51,20 @@ def test_a_key_stored_twice_reads_as_its_first_answer(tmp_path):
         assert {k: r["text"] for k, r in cache.get_many(["k", "j", "absent"]).items()} == {"k": "first answer", "j": "other"}
 
 
-def test_a_process_keeps_one_open_cache_that_sees_other_writers_and_a_table_written_anew(tmp_path):
+def test_a_process_keeps_one_open_cache_per_job_that_sees_other_writers(tmp_path):
     path = tmp_path / "cache"
-    shared = shared_cache(path)
-    assert shared_cache(str(path)) is shared and shared_cache(tmp_path / "other") is not shared
+    shared = shared_cache(path, run_id="job1")
+    assert shared_cache(str(path), run_id="job1") is shared
+    assert shared_cache(path, run_id="job2") is not shared and shared_cache(path) is not shared_cache(path)
     ResponseCache(path).put_many([("a", "from another task", "m", 1, 1)])  # another process's appends
     assert shared.get_many(["a"])["a"]["text"] == "from another task"
     ResponseCache(path).put_many([("b", "later", "m", 1, 1)])
     assert set(shared.get_many(["a", "b", "absent"])) == {"a", "b"}
-    shutil.rmtree(path)  # the run's output deleted between two jobs of one session, then written again
+    shutil.rmtree(path)  # the output deleted between two jobs of one session, then written again
     ResponseCache(path).put_many([("c", "new table", "m", 1, 1)])
-    assert {k: r["text"] for k, r in shared.get_many(["a", "b", "c"]).items()} == {"c": "new table"}
-    shared.put_many([("d", "mine", "m", 1, 1)])
+    next_job = shared_cache(path, run_id="job3")
+    assert {k: r["text"] for k, r in next_job.get_many(["a", "b", "c"]).items()} == {"c": "new table"}
+    next_job.put_many([("d", "mine", "m", 1, 1)])
     assert set(ResponseCache(path).get_many(["a", "c", "d"])) == {"c", "d"}
 
 

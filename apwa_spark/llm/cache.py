@@ -9,7 +9,7 @@ only the calls in flight or not yet committed: at most ``llm.concurrency + cache
 per task. A :class:`ResponseCache` keeps its table open between commits: delta-rs then reads only
 the log entries added since (about 5 ms of CPU a commit, against 20 to 40 ms when every append
 opens the table and replays its log; measured on this project's 2-core machine, deltalake 1.6),
-and a process keeps one open for all the tasks it runs (:func:`shared_cache`). The table may be on an object store
+and a process keeps one open for all the tasks it runs of a job (:func:`shared_cache`). The table may be on an object store
 (``s3a://bucket/run/_llm_cache``): executors reach it with the job's delta-rs ``storage_options``;
 on Databricks a ``dbfs:/`` cache is opened through the ``/dbfs`` mount (:func:`~apwa_spark.storage.deltars_uri`).
 """
@@ -68,15 +68,12 @@ class ResponseCache:
         """The table, opened once and brought to its latest version (None while it does not exist)."""
         from deltalake import DeltaTable
 
-        if self._table is not None:
-            try:
-                self._table.update_incremental()
-                return self._table
-            except Exception:  # noqa: BLE001  (e.g. the table was deleted and written anew): open it afresh
-                self._table = None
-        if not DeltaTable.is_deltatable(self.path, storage_options=self._options):
-            return None
-        self._table = DeltaTable(self.path, storage_options=self._options)
+        if self._table is None:
+            if not DeltaTable.is_deltatable(self.path, storage_options=self._options):
+                return None
+            self._table = DeltaTable(self.path, storage_options=self._options)
+        else:
+            self._table.update_incremental()
         return self._table
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
@@ -89,26 +86,14 @@ class ResponseCache:
         if not keys:
             return {}
         with self._lock:
-            table = self._read(keys)
+            delta_table = self._open()
+            if delta_table is None:
+                return {}
+            table = delta_table.to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
         found: dict[str, dict] = {}
         for row in table.sort_by([("created_ms", "ascending"), ("text", "ascending")]).to_pylist():
             found.setdefault(row["key"], row)
         return found
-
-    def _read(self, keys: list[str]) -> pa.Table:
-        """The rows of ``keys`` at the table's latest version; a table handle gone stale (its files
-        deleted since it was opened) is opened afresh once."""
-        for attempt in (0, 1):
-            delta_table = self._open()
-            if delta_table is None:
-                return SCHEMA.empty_table()
-            try:
-                return delta_table.to_pyarrow_dataset().to_table(filter=pc.field("key").isin(keys))
-            except (OSError, pa.ArrowException):
-                if attempt:
-                    raise
-                self._table = None
-        raise AssertionError("unreachable")
 
     def put_many(self, rows: list[tuple[str, str, str, int, int]]) -> None:
         """Append (key, text, model, prompt_tokens, completion_tokens) rows in one commit (a new table
@@ -135,6 +120,9 @@ class ResponseCache:
                     raise
                 time.sleep(0.05 * (attempt + 1))
                 self._table = None  # open it again at its latest version
+            except Exception:
+                self._table = None  # whatever state the failed write left the handle in: open it afresh next time
+                raise
         if self._table is None:
             self._open()
 
@@ -147,20 +135,30 @@ class ResponseCache:
 
 
 #: This process's open caches (:func:`shared_cache`), most recently used last, and the pid that opened them.
-_SHARED: "OrderedDict[tuple[str, str], ResponseCache]" = OrderedDict()
+_SHARED: "OrderedDict[tuple[str, str, str], ResponseCache]" = OrderedDict()
 _SHARED_STATE = {"pid": None}
 _SHARED_LOCK = threading.Lock()
-#: Open caches a process keeps (the most recent jobs' cache tables).
+#: Open caches a process keeps (the most recent jobs').
 MAX_SHARED = 4
 
 
-def shared_cache(path: str, storage_options: Mapping[str, str] | None = None) -> ResponseCache:
-    """This process's :class:`ResponseCache` of ``path`` (with ``storage_options``): one per process
-    (a Python worker, or the driver), kept open across the tasks it runs, so that a task reads only
-    the log entries committed since the last one instead of opening the table and replaying its
-    whole log (one commit per task's batch of answers: hundreds in a long job). Safe across threads.
-    A fork (Spark's Python daemon forks its workers) starts with none."""
-    key = (deltars_uri(path), json.dumps(dict(storage_options or {}), sort_keys=True))
+def shared_cache(path: str | os.PathLike, storage_options: Mapping[str, str] | None = None,
+                 run_id: str = "") -> ResponseCache:
+    """The :class:`ResponseCache` of ``path`` that this process (a Python worker) keeps open for the
+    tasks it runs of the job ``run_id``: a task then reads only the log entries committed since the
+    process's last task instead of opening the table and replaying its whole log (a commit per
+    task's batch of answers). One per job, so that a job never reads through a handle opened on a
+    table that was deleted and written anew since. Safe across threads; a fork (Spark's Python
+    daemon forks its workers) starts with none.
+
+    Args:
+        path: the cache table's local path or URI.
+        storage_options: delta-rs options for an object-store ``path``.
+        run_id: the job's run id; empty: a new, unshared cache (a caller outside a job).
+    """
+    if not run_id:
+        return ResponseCache(path, storage_options)
+    key = (deltars_uri(path), json.dumps(dict(storage_options or {}), sort_keys=True), run_id)
     with _SHARED_LOCK:
         if _SHARED_STATE["pid"] != os.getpid():
             _SHARED.clear()

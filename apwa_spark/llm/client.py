@@ -141,7 +141,7 @@ class LLMClient:
         self.limiter = process_limiter(run_id, settings.llm.rpm, settings.llm.tpm, tasks,
                                        budget_url if settings.llm.rpm or settings.llm.tpm else None)
         self.budget = BudgetClient(budget_url) if budget_url and settings.budget.enabled else None
-        self.cache = (shared_cache(settings.cache.path, cache_options)
+        self.cache = (shared_cache(settings.cache.path, cache_options, run_id)
                       if settings.cache.enabled and settings.cache.path else None)
 
     @property
