@@ -92,10 +92,11 @@ def _native_writer(df: DataFrame, mode: str, note: str | None = None, column_sta
 
     ``column_stats=False``: a table the write creates gets ``delta.dataSkippingNumIndexedCols=0``,
     so its files carry ``numRecords`` but no per-column statistics; a table that exists keeps its
-    properties (delta-spark takes ``delta.*`` writer options when it creates a table). delta-spark collects them for the first 32
-    columns by default, which costs every write time in its task, its planning and its commit (the
-    effect on a summarize job's levels: ``benchmarks/results/floor_*``); they only serve to skip
-    files on a filter, which a table read whole, or of a file or two, never does."""
+    properties (delta-spark takes ``delta.*`` writer options when it creates a table). delta-spark
+    collects such statistics for the first 32 columns by default, which costs every write time in
+    its task, its planning and its commit (the effect on a summarize job's levels:
+    ``benchmarks/results/floor_*``); they only serve to skip files on a filter, which a table read
+    whole, or of a file or two, never does."""
     writer = df.write.format("delta").mode(mode).option(CDF, "true")
     writer = writer.option("userMetadata", note) if note is not None else writer
     writer = writer if column_stats else writer.option(INDEXED_COLUMNS, "0")

@@ -9,9 +9,10 @@ only the calls in flight or not yet committed: at most ``llm.concurrency + cache
 per task. A :class:`ResponseCache` keeps its table open between commits: delta-rs then reads only
 the log entries added since (about 5 ms of CPU a commit, against 20 to 40 ms when every append
 opens the table and replays its log; measured on this project's 2-core machine, deltalake 1.6),
-and a process keeps one open for all the tasks it runs of a job (:func:`shared_cache`). The table may be on an object store
-(``s3a://bucket/run/_llm_cache``): executors reach it with the job's delta-rs ``storage_options``;
-on Databricks a ``dbfs:/`` cache is opened through the ``/dbfs`` mount (:func:`~apwa_spark.storage.deltars_uri`).
+and a process keeps one open for all the tasks it runs of a job (:func:`shared_cache`). The table
+may be on an object store (``s3a://bucket/run/_llm_cache``): executors reach it with the job's
+delta-rs ``storage_options``; on Databricks a ``dbfs:/`` cache is opened through the ``/dbfs``
+mount (:func:`~apwa_spark.storage.deltars_uri`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -135,8 +136,7 @@ class ResponseCache:
 
 
 #: This process's open caches (:func:`shared_cache`), most recently used last, and the pid that opened them.
-_SHARED: "OrderedDict[tuple[str, str, str], ResponseCache]" = OrderedDict()
-_SHARED_STATE = {"pid": None}
+_SHARED: dict[str, Any] = {"pid": None, "caches": OrderedDict()}
 _SHARED_LOCK = threading.Lock()
 #: Open caches a process keeps (the most recent jobs').
 MAX_SHARED = 4
@@ -160,11 +160,10 @@ def shared_cache(path: str | os.PathLike, storage_options: Mapping[str, str] | N
         return ResponseCache(path, storage_options)
     key = (deltars_uri(path), json.dumps(dict(storage_options or {}), sort_keys=True), run_id)
     with _SHARED_LOCK:
-        if _SHARED_STATE["pid"] != os.getpid():
-            _SHARED.clear()
-            _SHARED_STATE["pid"] = os.getpid()
-        cache = _SHARED.pop(key, None) or ResponseCache(path, storage_options)
-        _SHARED[key] = cache
-        while len(_SHARED) > MAX_SHARED:
-            _SHARED.popitem(last=False)
-        return cache
+        if _SHARED["pid"] != os.getpid():
+            _SHARED.update(pid=os.getpid(), caches=OrderedDict())
+        caches = _SHARED["caches"]
+        caches[key] = caches.pop(key, None) or ResponseCache(path, storage_options)
+        while len(caches) > MAX_SHARED:
+            caches.popitem(last=False)
+        return caches[key]
