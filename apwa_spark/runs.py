@@ -264,21 +264,30 @@ class CommitQueue:
 
 def _figure_columns(columns: Sequence[str], run_id: str | None = None, groups: Column | None = None) -> list[Column]:
     """The :class:`TableStats` figures of a table with ``columns`` as aggregate Columns (``groups``:
-    one more, the figure ``groups``); with ``run_id``, the call figures sum this run's rows only."""
+    one more, the figure ``groups``); with ``run_id``, the call figures sum this run's rows only.
+
+    Each is one SQL expression (``F.expr``): one Py4J call apiece instead of one per function,
+    column and literal (about 90 calls, 30 ms of a reduce level's write here)."""
     groups = [groups.alias("groups")] if groups is not None else []
     if "status" not in columns:  # a table without flat call fields (input, or a step's <name>_meta)
-        return [F.count("*").alias("rows"), *groups]
-    mine = F.col("run_id") == run_id if run_id and "run_id" in columns else F.lit(True)
-    now = lambda c: F.coalesce(F.sum(F.when(mine, c)), F.lit(0))  # noqa: E731  (sums over this run's rows)
-    return [
-        F.count("*").alias("rows"),
-        *[now(F.col(c)).alias(c) for c in ("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens")],
-        F.sum(F.when(F.col("status") == "error", 1).otherwise(0)).alias("errors"),
-        now(F.col("from_cache").cast("int")).alias("cache_hits"),
-        F.sum(F.when(F.col("status") == "unevaluated", 1).otherwise(0)).alias("unevaluated"),
-        F.sum(F.when(mine, 0).otherwise(1)).alias("kept"),
-        *groups,
-    ]
+        return [F.expr("count(1) AS rows"), *groups]
+    mine = f"run_id = {_sql_string(run_id)}" if run_id and "run_id" in columns else "true"
+    now = lambda c: f"coalesce(sum(CASE WHEN {mine} THEN {c} END), 0)"  # noqa: E731  (sums over this run's rows)
+    return [F.expr(e) for e in (
+        "count(1) AS rows",
+        *[f"{now(c)} AS {c}" for c in ("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens")],
+        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors",
+        f"{now('CAST(from_cache AS INT)')} AS cache_hits",
+        "sum(CASE WHEN status = 'unevaluated' THEN 1 ELSE 0 END) AS unevaluated",
+        f"sum(CASE WHEN {mine} THEN 0 ELSE 1 END) AS kept",
+    )] + groups
+
+
+def _sql_string(value: str) -> str:
+    """``value`` as a Spark SQL string expression that needs no quoting or escaping, whatever the
+    characters and the session's ``spark.sql.parser.escapedStringLiterals``: its UTF-8 bytes in hex,
+    decoded (a constant the optimizer folds)."""
+    return f"decode(unhex('{value.encode().hex()}'), 'UTF-8')"
 
 
 def _as_totals(figures: Mapping[str, Any]) -> dict:

@@ -157,3 +157,19 @@ def test_a_plan_runs_dead_letter_comes_from_its_result_write_and_is_read_back_on
     assert list(dead.columns) == list(expected.columns)
     assert sorted(map(tuple, dead.values.tolist())) == sorted(map(tuple, expected.values.tolist()))
     assert {json.loads(k)["id"] for k in dead["row_key"]} == {2, 3, 5}
+
+
+def test_a_tables_figures_count_this_runs_calls_only_whatever_characters_its_run_id_holds(spark, tmp_path):
+    from apwa_spark.delta import TableStore
+    from apwa_spark.runs import write_table
+
+    run_id = "r'1\\x"  # a quote and a backslash: the figures' SQL must not take them for its own
+    df = spark.createDataFrame(
+        [(run_id, "ok", 1, 10, 5, 2, False), ("r2", "error", 1, 3, 0, 0, True), (None, "unevaluated", 0, 0, 0, 0, None)],
+        "run_id string, status string, llm_calls long, prompt_tokens long, completion_tokens long, cached_tokens long, "
+        "from_cache boolean")
+    tables = []
+    write_table(TableStore.create(spark, str(tmp_path / "out"), "native"), tables, "t", df, run_id=run_id)
+    stats = tables[0]
+    assert (stats.rows, stats.llm_calls, stats.prompt_tokens, stats.completion_tokens, stats.cached_tokens) == (3, 1, 10, 5, 2)
+    assert (stats.errors, stats.unevaluated, stats.cache_hits, stats.kept) == (1, 1, 0, 2)  # kept: r2's row and the NULL one
