@@ -270,11 +270,11 @@ def _figure_columns(columns: Sequence[str], run_id: str | None = None, groups: C
     column and literal (about 90 calls, 30 ms of a reduce level's write here)."""
     groups = [groups.alias("groups")] if groups is not None else []
     if "status" not in columns:  # a table without flat call fields (input, or a step's <name>_meta)
-        return [F.expr("count(1) AS rows"), *groups]
+        return [F.expr("count(1) AS `rows`"), *groups]
     mine = f"run_id = {_sql_string(run_id)}" if run_id and "run_id" in columns else "true"
     now = lambda c: f"coalesce(sum(CASE WHEN {mine} THEN {c} END), 0)"  # noqa: E731  (sums over this run's rows)
     return [F.expr(e) for e in (
-        "count(1) AS rows",
+        "count(1) AS `rows`",
         *[f"{now(c)} AS {c}" for c in ("llm_calls", "prompt_tokens", "completion_tokens", "cached_tokens")],
         "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) AS errors",
         f"{now('CAST(from_cache AS INT)')} AS cache_hits",
@@ -492,10 +492,18 @@ def finish_run(store: TableStore, job: JobContext, manifest: dict, failed: DataF
     Returns:
         error class ──► failed rows of this run.
     """
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apwa-compact") as pool:
-        compacted = pool.submit(compact_cache, job)  # delta-rs, beside the dead letter's Spark write
+    if not (job.settings.cache.enabled and job.settings.cache.path):
         errors = append_dead_letter(store, failed, known_rows)
-        compacted.result()
+    else:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="apwa-compact") as pool:
+            compacted = pool.submit(compact_cache, job)  # delta-rs, beside the dead letter's write
+            try:
+                errors = append_dead_letter(store, failed, known_rows)
+            except BaseException as error:
+                if (also := compacted.exception()) is not None:
+                    error.add_note(f"compacting the response cache failed too: {also!r}")
+                raise
+            compacted.result()
     write_manifest(store.spark, store.root, job.run_id,
                    {**manifest, "errors_by_class": errors, "seconds": round(seconds, 1)}, job.settings)
     return errors
@@ -683,9 +691,10 @@ def observed_failures(spark: SparkSession, run_id: str, steps: Sequence[str], co
         got = seen.get(f"failed.{s}") or []
         if len(got) != counts[s]["error"]:
             return None
-        rows += [(run_id, s, r["row_key"], r["error_class"], r["error"]) for r in got]
-    columns = {name: pa.array([row[i] for row in rows], pa.string()) for i, name in enumerate(DEAD_LETTER_SCHEMA.fieldNames())}
-    return spark.createDataFrame(pa.table(columns), DEAD_LETTER_SCHEMA).coalesce(1)
+        rows += [{"run_id": run_id, "step": s, "row_key": r["row_key"], "error_class": r["error_class"], "error": r["error"]}
+                 for r in got]
+    table = pa.Table.from_pylist(rows, schema=pa.schema([(name, pa.string()) for name in DEAD_LETTER_SCHEMA.fieldNames()]))
+    return spark.createDataFrame(table, DEAD_LETTER_SCHEMA).coalesce(1)
 
 
 def _failure_fields(result: DataFrame, step: str, key_columns: Sequence[str]) -> list[Column]:
