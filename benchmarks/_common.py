@@ -41,15 +41,16 @@ def write_results(name: str, data: dict, markdown: str, directory: str | Path | 
 
 
 @contextmanager
-def endpoint_settings(base_url: str | None, overrides: dict | None = None):
-    """Settings for ``base_url``, or for the embedded endpoint started for the duration."""
+def endpoint_settings(base_url: str | None, overrides: dict | None = None, log_file: Path | None = None):
+    """Settings for ``base_url``, or for the embedded endpoint started for the duration (its
+    server's output to ``log_file`` when given)."""
     settings = Settings.load(overrides=overrides or {})
     if base_url:
         yield settings.with_overrides(**{"spark.apwa.llm.baseUrl": base_url})
         return
     from apwa_spark.endpoint import EmbeddedEndpoint
 
-    with EmbeddedEndpoint(settings) as running:
+    with EmbeddedEndpoint(settings, log_file=log_file) as running:
         yield running.settings
 
 

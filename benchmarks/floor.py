@@ -8,7 +8,9 @@ cache) and replays each level's prompts with a bare ``openai.AsyncOpenAI`` clien
 prompts concurrently up to the server's slots, levels one after another. Reports job seconds vs
 floor seconds, each level's table seconds vs its replay seconds, the share of the ``chunks`` write
 (token counting), and whether the replay's prompt tokens equal the job's (the prompts were rebuilt
-exactly). Writes results/floor_<label>.{json,md}.
+exactly). With the embedded endpoint, both servers' logs stay in the job's temporary output, and a
+level of one call (the play) also gets that call's time by the server's own clock in the job and
+in the replay, which tells a slower call from the engine's cost. Writes results/floor_<label>.{json,md}.
 
     python benchmarks/floor.py [--play romeo-and-juliet] [--max-scenes N] [--base-url URL]
                                [--concurrency N] [--label NAME] [--results-dir DIR]
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import tempfile
 import time
+from pathlib import Path
 
 import openai
 import pandas as pd
@@ -122,8 +126,31 @@ def count_like_the_job(settings, play: str, max_scenes: int | None) -> float:
     return time.perf_counter() - started
 
 
+def call_seconds(log: Path) -> list[float]:
+    """Each completion's own time on an embedded llama.cpp server, in seconds, in the order the
+    server finished them: the ``total time`` of its ``print_timing`` lines in ``log``."""
+    return [float(ms) / 1000 for ms in re.findall(r"total time =\s*([\d.]+) ms", log.read_text(errors="replace"))]
+
+
+def one_call_levels(levels: list[dict], job: list[float], replay: list[float]) -> dict[str, dict]:
+    """For each level of one call: that call's server seconds in the job and in the replay. Levels
+    run one after another in both, so a level's calls are the next ``job_calls`` (``requests``)
+    entries of the server's list; None where a log holds fewer (a call the server never timed)."""
+    out, seen_job, seen_replay = {}, 0, 0
+    for level in levels:
+        if level["job_calls"] == 1 and level["requests"] == 1:
+            out[level["level"]] = {"job_call_seconds": job[seen_job] if seen_job < len(job) else None,
+                                   "replay_call_seconds": replay[seen_replay] if seen_replay < len(replay) else None}
+        seen_job, seen_replay = seen_job + level["job_calls"], seen_replay + level["requests"]
+    return out
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
+
+
+def seconds(value: float | None) -> str:
+    return "not in the log" if value is None else f"{value:.2f} s"
 
 
 def met(value: float | None, target: float, below: bool = False) -> str:
@@ -154,6 +181,9 @@ def markdown(d: dict) -> str:
         f"**{j['token_counting_share']:.1%}** of the job (target < {TARGETS['token_counting_share']:.0%}: "
         f"{met(j['token_counting_share'], TARGETS['token_counting_share'], below=True)}). The job's `chunks` write, "
         f"which also reads the plays, runs the Spark stage and commits the table, took {j['chunks_seconds']:.1f} s.",
+        *[f"- The {name} level's one call by the server's own clock (llama.cpp `print_timing`): "
+          f"{seconds(c['job_call_seconds'])} in the job, {seconds(c['replay_call_seconds'])} in the replay; the rest "
+          f"of the level's job seconds is Spark, Delta and the plugin." for name, c in d.get("one_call_levels", {}).items()],
         "", "Estimate (`apwa-spark explain`, before the run) against actual, per plan step:", "",
         "| step | calls est. / actual | prompt tokens est. / actual | completion tokens est. (at most) / actual |",
         "|---|---:|---:|---:|",
@@ -193,7 +223,8 @@ def main() -> None:
     label = args.label or (f"{args.play}_{args.max_scenes}scenes" if args.max_scenes else args.play)
     spark = bench_session()
     output = tempfile.mkdtemp(prefix="apwa-floor-")
-    with endpoint_settings(args.base_url) as settings:
+    logs = {"job": Path(output) / "job-server.log", "replay": Path(output) / "replay-server.log"}
+    with endpoint_settings(args.base_url, log_file=logs["job"]) as settings:
         settings = preflight(settings)
         started = time.perf_counter()
         result = summarize_play(args.play, output, spark, settings, args.max_scenes)
@@ -204,7 +235,7 @@ def main() -> None:
     job_lengths = not args.free_lengths
     tasks = rebuild_prompts(spark, result, plan, job_lengths)
     concurrency = args.concurrency or settings.embedded.parallel
-    with endpoint_settings(args.base_url) as fresh:  # a new server: nothing of the job in its prompt cache
+    with endpoint_settings(args.base_url, log_file=logs["replay"]) as fresh:  # a new server: nothing of the job in its prompt cache
         replayed = asyncio.run(replay(fresh, style, tasks, concurrency, job_lengths))
         counting = count_like_the_job(fresh, args.play, args.max_scenes)
     levels = []
@@ -220,6 +251,7 @@ def main() -> None:
                        "tokens_match": r["prompt_tokens"] == job["prompt_tokens"],
                        "ratio": ratio(job["seconds"], r["seconds"])})
     floor = sum(l["replay_seconds"] for l in levels)
+    single = {} if args.base_url else one_call_levels(levels, call_seconds(logs["job"]), call_seconds(logs["replay"]))
     actual = {"chunk": [t for t in result.levels if t.table == "chunk"],
               "summaries": [t for t in result.levels if t.table not in ("chunks", "chunk")]}
     versus = [{"step": step, **{f"estimated_{k}": estimated[step][k] for k in ("llm_calls", "prompt_tokens", "completion_tokens")},
@@ -235,7 +267,7 @@ def main() -> None:
             "targets": TARGETS,
             "tables": [{k: getattr(t, k) for k in ("table", "rows", "llm_calls", "prompt_tokens", "completion_tokens",
                                                      "cached_tokens", "errors", "seconds")} for t in result.levels],
-            "levels": levels, "estimate_vs_actual": versus,
+            "levels": levels, "one_call_levels": single, "estimate_vs_actual": versus,
             "totals": {"job_seconds": round(job_seconds, 2), "job_run_seconds": round(result.seconds, 2),
                        "floor_seconds": round(floor, 2), "job_vs_floor": ratio(job_seconds, floor),
                        "chunks_seconds": round(chunks, 2), "token_counting_seconds": round(counting, 2),

@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import extraction  # noqa: E402
+import floor  # noqa: E402
 import pii  # noqa: E402
 import summarize_engine  # noqa: E402
 import summarize_sizes  # noqa: E402
@@ -152,3 +153,17 @@ def test_instant_endpoint_answers_every_route():
             assert chat["choices"][0]["message"]["content"] == "{}"
             assert http.get(root + "/nowhere").status_code == 404
         assert endpoint.requests == 2
+
+
+def test_floor_times_a_one_call_level_by_the_server_log_of_each_run(tmp_path):
+    line = "1.44.020.017 I slot print_timing: id  3 | task {task} |       total time =    {ms} ms /   413 tokens"
+    job, replay = tmp_path / "job.log", tmp_path / "replay.log"
+    job.write_text("\n".join([line.format(task=1, ms="2500.50"), "srv  log_server_r: request: POST /tokenize",
+                               line.format(task=2, ms="900.00"), line.format(task=3, ms="1100.25")]))
+    replay.write_text("\n".join([line.format(task=1, ms="2400.00"), line.format(task=2, ms="850.00")]))
+    levels = [{"level": "act", "job_calls": 2, "requests": 1}, {"level": "play", "job_calls": 1, "requests": 1}]
+    assert floor.call_seconds(job) == [2.5005, 0.9, 1.10025]
+    # act's two job calls (one a retry) are the first two entries; play's one call is the next in each log
+    assert floor.one_call_levels(levels, floor.call_seconds(job), floor.call_seconds(replay)) == {
+        "play": {"job_call_seconds": 1.10025, "replay_call_seconds": 0.85}}
+    assert floor.one_call_levels(levels, [2.5], []) == {"play": {"job_call_seconds": None, "replay_call_seconds": None}}
