@@ -126,31 +126,47 @@ def count_like_the_job(settings, play: str, max_scenes: int | None) -> float:
     return time.perf_counter() - started
 
 
-def call_seconds(log: Path) -> list[float]:
-    """Each completion's own time on an embedded llama.cpp server, in seconds, in the order the
-    server finished them: the ``total time`` of its ``print_timing`` lines in ``log``."""
-    return [float(ms) / 1000 for ms in re.findall(r"total time =\s*([\d.]+) ms", log.read_text(errors="replace"))]
+def call_timings(log: Path) -> list[dict]:
+    """Each completion's own time on an embedded llama.cpp server, in the order the server finished
+    them, from the ``print_timing`` lines in ``log``: ``seconds`` (its ``total time``), and of it
+    ``prompt_seconds`` for evaluating its ``prompt_tokens`` (those not reused from the slot's prompt
+    cache) and ``eval_seconds`` for generating its ``eval_tokens``."""
+    text = log.read_text(errors="replace")
+    parts = {kind: {task: (float(ms) / 1000, int(n)) for task, ms, n in re.findall(
+        rf"task (\d+) \|\s+{kind} time =\s*([\d.]+) ms /\s*(\d+) tokens", text)} for kind in ("prompt eval", "eval")}
+    timings = []
+    for task, ms in re.findall(r"task (\d+) \|\s+total time =\s*([\d.]+) ms", text):
+        (prompt_s, prompt_n), (eval_s, eval_n) = parts["prompt eval"].get(task, (None, None)), parts["eval"].get(task, (None, None))
+        timings.append({"seconds": float(ms) / 1000, "prompt_seconds": prompt_s, "prompt_tokens": prompt_n,
+                        "eval_seconds": eval_s, "eval_tokens": eval_n})
+    return timings
 
 
-def one_call_levels(levels: list[dict], job: list[float], replay: list[float]) -> dict[str, dict]:
-    """For each level of one call: that call's server seconds in the job and in the replay. Levels
-    run one after another in both, so a level's calls are the next ``job_calls`` (``requests``)
-    entries of the server's list; None where a log holds fewer (a call the server never timed)."""
+def one_call_levels(levels: list[dict], job: list[dict], replay: list[dict]) -> dict[str, dict]:
+    """For each level of one call: that call's server timings (:func:`call_timings`) in the job and
+    in the replay. Levels run one after another in both, so a level's calls are the next
+    ``job_calls`` (``requests``) entries of the server's list; None where a log holds fewer (a call
+    the server never timed)."""
     out, seen_job, seen_replay = {}, 0, 0
     for level in levels:
         if level["job_calls"] == 1 and level["requests"] == 1:
-            out[level["level"]] = {"job_call_seconds": job[seen_job] if seen_job < len(job) else None,
-                                   "replay_call_seconds": replay[seen_replay] if seen_replay < len(replay) else None}
+            out[level["level"]] = {"job_call": job[seen_job] if seen_job < len(job) else None,
+                                   "replay_call": replay[seen_replay] if seen_replay < len(replay) else None}
         seen_job, seen_replay = seen_job + level["job_calls"], seen_replay + level["requests"]
     return out
 
 
+def call_text(call: dict | None) -> str:
+    """A call's server timings in words."""
+    if call is None:
+        return "not in the log"
+    prompt, generation = ("?" if call[f"{k}_seconds"] is None else f"{call[f'{k}_seconds']:.2f} s for {call[f'{k}_tokens']} tokens"
+                          for k in ("prompt", "eval"))
+    return f"{call['seconds']:.2f} s (prompt {prompt}, generation {generation})"
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
-
-
-def seconds(value: float | None) -> str:
-    return "not in the log" if value is None else f"{value:.2f} s"
 
 
 def met(value: float | None, target: float, below: bool = False) -> str:
@@ -181,9 +197,10 @@ def markdown(d: dict) -> str:
         f"**{j['token_counting_share']:.1%}** of the job (target < {TARGETS['token_counting_share']:.0%}: "
         f"{met(j['token_counting_share'], TARGETS['token_counting_share'], below=True)}). The job's `chunks` write, "
         f"which also reads the plays, runs the Spark stage and commits the table, took {j['chunks_seconds']:.1f} s.",
-        *[f"- The {name} level's one call by the server's own clock (llama.cpp `print_timing`): "
-          f"{seconds(c['job_call_seconds'])} in the job, {seconds(c['replay_call_seconds'])} in the replay; the rest "
-          f"of the level's job seconds is Spark, Delta and the plugin." for name, c in d.get("one_call_levels", {}).items()],
+        *[f"- The {name} level's one call by the server's own clock (llama.cpp `print_timing`; prompt tokens: those "
+          f"not reused from the slot's prompt cache): {call_text(c['job_call'])} in the job, "
+          f"{call_text(c['replay_call'])} in the replay; the rest of the level's job seconds is Spark, Delta and the "
+          f"plugin." for name, c in d.get("one_call_levels", {}).items()],
         "", "Estimate (`apwa-spark explain`, before the run) against actual, per plan step:", "",
         "| step | calls est. / actual | prompt tokens est. / actual | completion tokens est. (at most) / actual |",
         "|---|---:|---:|---:|",
@@ -251,7 +268,7 @@ def main() -> None:
                        "tokens_match": r["prompt_tokens"] == job["prompt_tokens"],
                        "ratio": ratio(job["seconds"], r["seconds"])})
     floor = sum(l["replay_seconds"] for l in levels)
-    single = {} if args.base_url else one_call_levels(levels, call_seconds(logs["job"]), call_seconds(logs["replay"]))
+    single = {} if args.base_url else one_call_levels(levels, call_timings(logs["job"]), call_timings(logs["replay"]))
     actual = {"chunk": [t for t in result.levels if t.table == "chunk"],
               "summaries": [t for t in result.levels if t.table not in ("chunks", "chunk")]}
     versus = [{"step": step, **{f"estimated_{k}": estimated[step][k] for k in ("llm_calls", "prompt_tokens", "completion_tokens")},

@@ -156,14 +156,26 @@ def test_instant_endpoint_answers_every_route():
 
 
 def test_floor_times_a_one_call_level_by_the_server_log_of_each_run(tmp_path):
-    line = "1.44.020.017 I slot print_timing: id  3 | task {task} |       total time =    {ms} ms /   413 tokens"
+    timing = ("1.44.020.017 I slot print_timing: id  3 | task {task} | prompt eval time =     {p} ms /   {pn} tokens "
+              "(    1.38 ms per token,   725.00 tokens per second)\n"
+              "1.44.020.018 I slot print_timing: id  3 | task {task} |        eval time =    {e} ms /    {en} tokens "
+              "(   26.39 ms per token,    37.89 tokens per second)\n"
+              "1.44.020.019 I slot print_timing: id  3 | task {task} |       total time =    {ms} ms /   413 tokens")
     job, replay = tmp_path / "job.log", tmp_path / "replay.log"
-    job.write_text("\n".join([line.format(task=1, ms="2500.50"), "srv  log_server_r: request: POST /tokenize",
-                               line.format(task=2, ms="900.00"), line.format(task=3, ms="1100.25")]))
-    replay.write_text("\n".join([line.format(task=1, ms="2400.00"), line.format(task=2, ms="850.00")]))
+    job.write_text("\n".join([timing.format(task=1, p="500.50", pn=300, e="2000.00", en=80, ms="2500.50"),
+                              "srv  log_server_r: request: POST /tokenize",
+                              timing.format(task=12, p="100.00", pn=50, e="800.00", en=40, ms="900.00"),
+                              timing.format(task=2, p="300.25", pn=356, e="800.00", en=96, ms="1100.25")]))
+    replay.write_text("\n".join([timing.format(task=7, p="400.00", pn=280, e="2000.00", en=80, ms="2400.00"),
+                                 timing.format(task=8, p="50.00", pn=20, e="800.00", en=96, ms="850.00")]))
+    assert [c["seconds"] for c in floor.call_timings(job)] == [2.5005, 0.9, 1.10025]
+    # the parts are matched by task id: task 2's lines are not task 12's
+    assert floor.call_timings(job)[2] == {"seconds": 1.10025, "prompt_seconds": 0.30025, "prompt_tokens": 356,
+                                          "eval_seconds": 0.8, "eval_tokens": 96}
     levels = [{"level": "act", "job_calls": 2, "requests": 1}, {"level": "play", "job_calls": 1, "requests": 1}]
-    assert floor.call_seconds(job) == [2.5005, 0.9, 1.10025]
     # act's two job calls (one a retry) are the first two entries; play's one call is the next in each log
-    assert floor.one_call_levels(levels, floor.call_seconds(job), floor.call_seconds(replay)) == {
-        "play": {"job_call_seconds": 1.10025, "replay_call_seconds": 0.85}}
-    assert floor.one_call_levels(levels, [2.5], []) == {"play": {"job_call_seconds": None, "replay_call_seconds": None}}
+    single = floor.one_call_levels(levels, floor.call_timings(job), floor.call_timings(replay))
+    assert single["play"]["job_call"]["seconds"] == 1.10025 and single["play"]["replay_call"]["prompt_tokens"] == 20
+    assert floor.call_text(single["play"]["replay_call"]) == "0.85 s (prompt 0.05 s for 20 tokens, generation 0.80 s for 96 tokens)"
+    assert floor.one_call_levels(levels, floor.call_timings(job)[:1], []) == {"play": {"job_call": None, "replay_call": None}}
+    assert floor.call_text(None) == "not in the log"
