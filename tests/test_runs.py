@@ -161,6 +161,29 @@ def test_a_plan_runs_dead_letter_comes_from_its_result_write_and_is_read_back_on
     assert {json.loads(k)["id"] for k in dead["row_key"]} == {2, 3, 5}
 
 
+def test_a_failing_plan_on_the_delta_rs_fallback_writes_its_observed_dead_letter_beside_the_cache_compaction(
+        spark, settings, tmp_path):
+    """The fallback writes the run's tables, its dead letter (the failed rows its result write
+    observed) and, on a thread beside it, the compacted response cache."""
+    from deltalake import DeltaTable
+
+    from apwa_spark.plan.ir import Plan
+    from apwa_spark.plan.run import run_plan
+
+    df = spark.createDataFrame(DOCS + [{"id": 6, "text": "   "}], "id long, text string")
+    fallback = settings.with_overrides(**{"spark.apwa.delta.engine": "deltars"})
+    rows = run_plan(df, Plan.parse(PLAN), str(tmp_path / "out"), fallback).collect()
+    failed = {r.id: r.map0_meta.error_class for r in rows if r.map0_meta.status == "error"}
+    assert set(failed) == {5, 6}
+    dead = DeltaTable(str(tmp_path / "out" / "_dead_letter"))
+    assert "delta-rs" in dead.history()[0].get("clientVersion", "")  # written by the fallback, not delta-spark
+    letters = dead.to_pandas()
+    assert {json.loads(k)["id"]: c for k, c in zip(letters["row_key"], letters["error_class"])} == failed
+    assert len(dead.file_uris()) == 1  # the observed rows went to Spark as one local partition: one file
+    cache = DeltaTable(str(tmp_path / "out" / "_llm_cache"))
+    assert len(cache.file_uris()) == 1 and len(cache.to_pandas()) == 4  # compacted: the four answers in one file
+
+
 def test_a_tables_figures_count_this_runs_calls_only_whatever_characters_its_run_id_holds(spark, tmp_path):
     from apwa_spark.delta import TableStore
     from apwa_spark.runs import write_table
