@@ -130,14 +130,18 @@ def call_timings(log: Path) -> list[dict]:
     """Each completion's own time on an embedded llama.cpp server, in the order the server finished
     them, from the ``print_timing`` lines in ``log``: ``seconds`` (its ``total time``), and of it
     ``prompt_seconds`` for evaluating its ``prompt_tokens`` (those not reused from the slot's prompt
-    cache) and ``eval_seconds`` for generating its ``eval_tokens``."""
-    text = log.read_text(errors="replace")
-    parts = {kind: {task: (float(ms) / 1000, int(n)) for task, ms, n in re.findall(
-        rf"task (\d+) \|\s+{kind} time =\s*([\d.]+) ms /\s*(\d+) tokens", text)} for kind in ("prompt eval", "eval")}
-    timings = []
-    for task, ms in re.findall(r"task (\d+) \|\s+total time =\s*([\d.]+) ms", text):
-        (prompt_s, prompt_n), (eval_s, eval_n) = parts["prompt eval"].get(task, (None, None)), parts["eval"].get(task, (None, None))
-        timings.append({"seconds": float(ms) / 1000, "prompt_seconds": prompt_s, "prompt_tokens": prompt_n,
+    cache) and ``eval_seconds`` for generating its ``eval_tokens`` (ints). A total takes the parts
+    its task printed since its last total, so a task id met again (a restarted server) is not paired
+    with an earlier call's; a part the log lacks is None. Seconds are rounded to 0.01 ms."""
+    timings, parts = [], {}
+    for task, kind, ms, tokens in re.findall(r"task (\d+) \|\s+(prompt eval|eval|total) time =\s*([\d.]+) ms /\s*(\d+) tokens",
+                                             log.read_text(errors="replace")):
+        if kind != "total":
+            parts.setdefault(task, {})[kind] = (round(float(ms) / 1000, 5), int(tokens))
+            continue
+        mine = parts.pop(task, {})
+        (prompt_s, prompt_n), (eval_s, eval_n) = mine.get("prompt eval", (None, None)), mine.get("eval", (None, None))
+        timings.append({"seconds": round(float(ms) / 1000, 5), "prompt_seconds": prompt_s, "prompt_tokens": prompt_n,
                         "eval_seconds": eval_s, "eval_tokens": eval_n})
     return timings
 
@@ -157,7 +161,8 @@ def one_call_levels(levels: list[dict], job: list[dict], replay: list[dict]) -> 
 
 
 def call_text(call: dict | None) -> str:
-    """A call's server timings in words."""
+    """A call's server timings (:func:`call_timings`) in words: "not in the log" for None, "?" for a
+    part the log lacked."""
     if call is None:
         return "not in the log"
     prompt, generation = ("?" if call[f"{k}_seconds"] is None else f"{call[f'{k}_seconds']:.2f} s for {call[f'{k}_tokens']} tokens"

@@ -156,26 +156,32 @@ def test_instant_endpoint_answers_every_route():
 
 
 def test_floor_times_a_one_call_level_by_the_server_log_of_each_run(tmp_path):
-    timing = ("1.44.020.017 I slot print_timing: id  3 | task {task} | prompt eval time =     {p} ms /   {pn} tokens "
-              "(    1.38 ms per token,   725.00 tokens per second)\n"
-              "1.44.020.018 I slot print_timing: id  3 | task {task} |        eval time =    {e} ms /    {en} tokens "
-              "(   26.39 ms per token,    37.89 tokens per second)\n"
-              "1.44.020.019 I slot print_timing: id  3 | task {task} |       total time =    {ms} ms /   413 tokens")
+    prompt = ("1.44.020.017 I slot print_timing: id  3 | task {task} | prompt eval time =     {p} ms /   {pn} tokens "
+              "(    1.38 ms per token,   725.00 tokens per second)")
+    generation = ("1.44.020.018 I slot print_timing: id  3 | task {task} |        eval time =    {e} ms /    {en} tokens "
+                  "(   26.39 ms per token,    37.89 tokens per second)")
+    total = "1.44.020.019 I slot print_timing: id  3 | task {task} |       total time =    {ms} ms /   413 tokens"
+    timing = "\n".join([prompt, generation, total])
     job, replay = tmp_path / "job.log", tmp_path / "replay.log"
     job.write_text("\n".join([timing.format(task=1, p="500.50", pn=300, e="2000.00", en=80, ms="2500.50"),
                               "srv  log_server_r: request: POST /tokenize",
                               timing.format(task=12, p="100.00", pn=50, e="800.00", en=40, ms="900.00"),
-                              timing.format(task=2, p="300.25", pn=356, e="800.00", en=96, ms="1100.25")]))
+                              timing.format(task=2, p="300.25", pn=356, e="800.00", en=96, ms="1100.25"),
+                              "main: server is listening",  # a restarted server counts its tasks from 0 again
+                              timing.format(task=1, p="10.00", pn=7, e="20.00", en=3, ms="30.00")]))
     replay.write_text("\n".join([timing.format(task=7, p="400.00", pn=280, e="2000.00", en=80, ms="2400.00"),
-                                 timing.format(task=8, p="50.00", pn=20, e="800.00", en=96, ms="850.00")]))
-    assert [c["seconds"] for c in floor.call_timings(job)] == [2.5005, 0.9, 1.10025]
-    # the parts are matched by task id: task 2's lines are not task 12's
-    assert floor.call_timings(job)[2] == {"seconds": 1.10025, "prompt_seconds": 0.30025, "prompt_tokens": 356,
-                                          "eval_seconds": 0.8, "eval_tokens": 96}
+                                 timing.format(task=8, p="50.00", pn=20, e="800.00", en=96, ms="850.00"),
+                                 prompt.format(task=9, p="40.00", pn=20), total.format(task=9, ms="45.00")]))
+    calls = floor.call_timings(job)
+    assert [c["seconds"] for c in calls] == [2.5005, 0.9, 1.10025, 0.03]
+    # the parts are matched by task id (task 2's lines are not task 12's), each to the total that follows them
+    assert calls[2] == {"seconds": 1.10025, "prompt_seconds": 0.30025, "prompt_tokens": 356, "eval_seconds": 0.8, "eval_tokens": 96}
+    assert calls[3]["prompt_tokens"] == 7 and calls[0]["prompt_tokens"] == 300
+    assert floor.call_text(floor.call_timings(replay)[2]) == "0.04 s (prompt 0.04 s for 20 tokens, generation ?)"
     levels = [{"level": "act", "job_calls": 2, "requests": 1}, {"level": "play", "job_calls": 1, "requests": 1}]
     # act's two job calls (one a retry) are the first two entries; play's one call is the next in each log
-    single = floor.one_call_levels(levels, floor.call_timings(job), floor.call_timings(replay))
+    single = floor.one_call_levels(levels, calls, floor.call_timings(replay))
     assert single["play"]["job_call"]["seconds"] == 1.10025 and single["play"]["replay_call"]["prompt_tokens"] == 20
     assert floor.call_text(single["play"]["replay_call"]) == "0.85 s (prompt 0.05 s for 20 tokens, generation 0.80 s for 96 tokens)"
-    assert floor.one_call_levels(levels, floor.call_timings(job)[:1], []) == {"play": {"job_call": None, "replay_call": None}}
+    assert floor.one_call_levels(levels, calls[:1], []) == {"play": {"job_call": None, "replay_call": None}}
     assert floor.call_text(None) == "not in the log"
