@@ -178,10 +178,10 @@ def summarize_plays(
     plan = summarize_plan(names, settings, max_scenes)
     run = execute_plan(spark, None, plan, output, settings, output_schema=output_schema, kind="summarize",
                        manifest={"plays": names, "max_scenes": max_scenes})
-    root = run.result.first()
+    root = run.store.head("result", 1)  # one row, without a Spark read of the new table
     stems = [resolve_play(p).stem for p in names]
     label = stems[0] if len(stems) == 1 else f"corpus of {len(stems)} plays"
-    return SummarizeResult(label, run.output, run.tables, root.asDict() if root else {}, run.seconds, run.run_id,
+    return SummarizeResult(label, run.output, run.tables, root[0] if root else {}, run.seconds, run.run_id,
                            run.errors, stems)
 
 

@@ -171,6 +171,28 @@ def test_a_step_table_has_record_counts_but_no_column_stats_and_other_tables_kee
     assert stats("result")[0] is None and "minValues" in stats("result")[1]
 
 
+@pytest.mark.parametrize("engine,schema", [("native", None), ("deltars", None), ("native", "apwa_test_head")])
+def test_head_gives_a_small_tables_first_rows_as_spark_would_and_a_path_table_without_a_spark_job(
+        spark, tmp_path, engine, schema):
+    store = TableStore.create(spark, str(tmp_path / "run"), engine, schema=schema)
+    row = ("play", None, 1, 7, ["act:1", "act:2"], True, "The summary.")
+    df = spark.createDataFrame([row], "play string, act string, round int, ordinal long, children array<string>, "
+                                      "from_cache boolean, summary string")
+    store.write(df, "result")
+    expected = [r.asDict(recursive=True) for r in store.read("result").collect()]
+    group = f"head-{engine}-{schema}"
+    spark.sparkContext.setJobGroup(group, "TableStore.head")
+    try:
+        assert store.head("result", 1) == expected == [dict(zip(df.columns, row))]
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    jobs = spark.sparkContext.statusTracker().getJobIdsForGroup(group)
+    assert (len(jobs) > 0) if schema else jobs == []  # a catalog table is read by Spark; a path by delta-rs
+    if not schema:
+        with pytest.raises(FileNotFoundError):
+            store.head("nothing")
+
+
 def test_catalog_output_makes_managed_delta_tables_with_change_data_feed(spark, tmp_path):
     store = TableStore.create(spark, str(tmp_path / "run"), "auto", schema="apwa_test_store")
     store.write(spark.range(3), "chunk")
