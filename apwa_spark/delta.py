@@ -273,17 +273,20 @@ class TableStore:
             return self.read(name).inputFiles()
 
     def head(self, name: str, n: int = 1) -> list[dict]:
-        """The first ``n`` rows of the table ``name``'s current version, as dicts of Python values
-        (as ``Row.asDict()`` gives them): for a small table the run just wrote (a summarize job's
-        root). Read from its Delta log and files through delta-rs, in the driver's process and
-        without a Spark job, where the table has a path (delta-spark's first read of a new table
-        plans a scan and rebuilds the snapshot's state: about 1.9 s at the end of a summarize job
-        in a new session on this project's machine); Spark's ``limit(n)`` for a catalog table, a
-        ``dbfs:`` path, or a table delta-rs cannot open or read as Spark would (deletion vectors,
-        column mapping).
+        """The first ``n`` rows of the table ``name``'s current version, as dicts of Python values:
+        for a small table the run just wrote (a summarize job's root). Read from its Delta log and
+        files through delta-rs, in the driver's process and without a Spark job, where the table has
+        a path (delta-spark's first read of a new table plans a scan and rebuilds the snapshot's
+        state: about 1.9 s at the end of a summarize job in a new session on this project's
+        machine); else, or where delta-rs cannot open or read it as Spark would (deletion vectors,
+        column mapping; on native Delta also a path delta-rs does not find, such as a local path
+        that Spark resolves on its default file system), Spark's ``limit(n)`` and
+        ``Row.asDict(recursive=True)``. The two agree on strings, numbers, booleans, dates,
+        decimals, arrays, structs and NULLs; pyarrow gives maps as lists of pairs and timestamps in
+        UTC, which no table of a run holds.
 
         Raises:
-            FileNotFoundError: no Delta table there.
+            FileNotFoundError: no Delta table there (delta-rs fallback; native Delta raises Spark's error).
         """
         location = self.location(name)
         if not (self.schema or (self.engine == "native" and urlsplit(location).scheme == "dbfs")):
@@ -291,8 +294,6 @@ class TableStore:
                 table = _open(storage.deltars_uri(location), self.storage_options)
                 if not _needs_query_engine(table):
                     return table.to_pyarrow_dataset().head(n).to_pylist()
-            except FileNotFoundError:
-                raise
             except Exception:  # noqa: BLE001  (as in files(): Spark's read instead, native tables only)
                 if self.engine != "native":
                     raise
