@@ -34,7 +34,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -54,6 +54,7 @@ ENGINES = ("auto", "native", "deltars")
 CDF = "delta.enableChangeDataFeed"
 #: The table property naming how many leading columns get file statistics (min, max, null count).
 INDEXED_COLUMNS = "delta.dataSkippingNumIndexedCols"
+T = TypeVar("T")
 
 
 def has_native_delta(spark: SparkSession) -> bool:
@@ -254,23 +255,13 @@ class TableStore:
     def files(self, name: str) -> list[str]:
         """The data files of the table ``name``'s current version (a table's lineage): from its
         Delta log through delta-rs, in the driver's process and without a Spark job, where the
-        table has a path; from a Spark scan (``DataFrame.inputFiles``) for a catalog table, a
-        ``dbfs:`` path, or a native table delta-rs cannot open.
+        table has a path; from a Spark scan (``DataFrame.inputFiles``) otherwise
+        (:meth:`_by_deltars`).
 
         Raises:
             FileNotFoundError: no Delta table there.
         """
-        location = self.location(name)
-        if self.schema or (self.engine == "native" and urlsplit(location).scheme == "dbfs"):
-            return self.read(name).inputFiles()  # (delta-rs would name dbfs files by their /dbfs mount)
-        try:
-            return _open(storage.deltars_uri(location), self.storage_options).file_uris()
-        except Exception:  # noqa: BLE001
-            # delta-rs may not open what delta-spark wrote (a table feature it lacks, credentials from a
-            # Hadoop provider chain): Spark's scan instead
-            if self.engine != "native":
-                raise
-            return self.read(name).inputFiles()
+        return self._by_deltars(name, lambda table: table.file_uris(), lambda df: df.inputFiles())
 
     def head(self, name: str, n: int = 1) -> list[dict]:
         """The first ``n`` rows of the table ``name``'s current version, as dicts of Python values:
@@ -278,9 +269,8 @@ class TableStore:
         files through delta-rs, in the driver's process and without a Spark job, where the table has
         a path (delta-spark's first read of a new table plans a scan and rebuilds the snapshot's
         state: about 1.9 s at the end of a summarize job in a new session on this project's
-        machine); else, or where delta-rs cannot open or read it as Spark would (deletion vectors,
-        column mapping; on native Delta also a path delta-rs does not find, such as a local path
-        that Spark resolves on its default file system), Spark's ``limit(n)`` and
+        machine); otherwise (:meth:`_by_deltars`), and for a table delta-rs cannot read as Spark
+        would (deletion vectors, column mapping), Spark's ``limit(n)`` and
         ``Row.asDict(recursive=True)``. The two agree on strings, numbers, booleans, dates,
         decimals, arrays, structs and NULLs; pyarrow gives maps as lists of pairs and timestamps in
         UTC, which no table of a run holds.
@@ -288,16 +278,26 @@ class TableStore:
         Raises:
             FileNotFoundError: no Delta table there (delta-rs fallback; native Delta raises Spark's error).
         """
+        return self._by_deltars(
+            name, lambda table: None if _needs_query_engine(table) else table.to_pyarrow_dataset().head(n).to_pylist(),
+            lambda df: [row.asDict(recursive=True) for row in df.limit(n).collect()])
+
+    def _by_deltars(self, name: str, read: Callable[[Any], T | None], spark_read: Callable[[DataFrame], T]) -> T:
+        """``read`` of the table ``name`` opened with delta-rs, where it has a path; ``spark_read``
+        of Spark's DataFrame of it for a catalog table or a native ``dbfs:`` path (delta-rs would
+        name its files by their ``/dbfs`` mount), where ``read`` gives None, and on native Delta
+        where delta-rs fails (a table feature it lacks, credentials from a Hadoop provider chain, a
+        path Spark resolves on its default file system). On the fallback delta-rs's error is raised."""
         location = self.location(name)
         if not (self.schema or (self.engine == "native" and urlsplit(location).scheme == "dbfs")):
             try:
-                table = _open(storage.deltars_uri(location), self.storage_options)
-                if not _needs_query_engine(table):
-                    return table.to_pyarrow_dataset().head(n).to_pylist()
-            except Exception:  # noqa: BLE001  (as in files(): Spark's read instead, native tables only)
+                value = read(_open(storage.deltars_uri(location), self.storage_options))
+                if value is not None:
+                    return value
+            except Exception:  # noqa: BLE001
                 if self.engine != "native":
                     raise
-        return [row.asDict(recursive=True) for row in self.read(name).limit(n).collect()]
+        return spark_read(self.read(name))
 
     def exists(self, name: str) -> bool:
         """True when the table ``name`` is a Delta table (an earlier run wrote it)."""

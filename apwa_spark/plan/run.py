@@ -42,15 +42,18 @@ class PlanRun:
     """A finished plan run: its id, output, the ``result`` (read back from Delta), every table it
     wrote along the way with its figures (:class:`~apwa_spark.runs.TableStats`; ``result`` not
     among them), the failed rows by error class, the wall time in seconds, and the store its
-    tables are in."""
+    tables are in (``output``: its root)."""
 
     run_id: str
-    output: str
     result: DataFrame
     tables: list[TableStats]
     errors: dict[str, int]
     seconds: float
     store: TableStore
+
+    @property
+    def output(self) -> str:
+        return self.store.root
 
 
 def run_plan(df: DataFrame, plan: Plan, output: str | Path, settings: Settings | None = None,
@@ -127,4 +130,4 @@ def execute_plan(spark: SparkSession, df: DataFrame | None, plan: Plan, output: 
         errors = close_plan_run(store, job, plan, manifest, time.monotonic() - started, budget, run.tables,
                                 counted(), seen_failures())
         print(f"[apwa] run {job.run_id}: plan {plan.plan_id} ──► {store.location('result')}", flush=True)
-    return PlanRun(job.run_id, store.root, store.read("result"), run.tables, errors, time.monotonic() - started, store)
+    return PlanRun(job.run_id, store.read("result"), run.tables, errors, time.monotonic() - started, store)
