@@ -179,7 +179,7 @@ def test_a_failing_plan_on_the_delta_rs_fallback_writes_its_observed_dead_letter
     fallback = settings.with_overrides(**{"spark.apwa.delta.engine": "deltars"})
     rows = run_plan(df, Plan.parse(PLAN), str(tmp_path / "out"), fallback).collect()
     failed = {r.id: r.map0_meta.error_class for r in rows if r.map0_meta.status == "error"}
-    assert 5 in failed  # the NULL row; the blank one is sent, and the model may answer it
+    assert failed[5] == "NullInput" and failed[6] == "EmptyInput"  # the NULL row and the blank one, neither sent
     dead = DeltaTable(str(tmp_path / "out" / "_dead_letter"))
     assert "delta-rs" in dead.history()[0].get("clientVersion", "")  # written by the fallback, not delta-spark
     letters = dead.to_pandas()

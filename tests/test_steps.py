@@ -179,3 +179,33 @@ def test_a_rounds_groups_are_counted_from_its_parents_ids(spark):
     df = spark.createDataFrame([(i,) for i in ids], "node_id string")
     assert df.agg(_groups()).first()[0] == 4
     assert df.limit(1).agg(_groups()).first()[0] == 1
+
+
+@pytest.mark.parametrize("step", [
+    "{kind: map, template: 'Say {title}: {body}', output: said, max_tokens: 8}",
+    "{kind: filter, template: 'Is {title} about {body}?'}",
+    "{kind: classify, template: '{title} {body}', labels: [food, other], output: label}",
+    "{kind: classify, template: '{title} {body}', labels: [food, other], output: label, batch_rows: 4}",
+    "{kind: extract, template: '{title}: {body}', output_schema: {type: object, properties: {a: {type: string}}}}",
+])
+def test_a_row_whose_placeholders_are_all_blank_is_an_empty_input_error_without_a_call(spark, tmp_path, step):
+    """Every per-row agent step: a row whose placeholder values are all empty or whitespace is an
+    ``EmptyInput`` error row and a NULL one a ``NullInput`` row, neither sent (the template's own
+    words alone); a row with one value blank and the other not is sent. Against the instant endpoint
+    (a real HTTP server that counts requests)."""
+    from apwa_spark.config import Settings
+    from apwa_spark.plan.run import execute_plan
+    from apwa_spark.testing.instant_endpoint import InstantEndpoint
+
+    rows = [(1, "Soup", "cold soup"), (2, "  ", ""), (3, "", "bread only"), (4, None, "x"), (5, "\t", " \n ")]
+    df = spark.createDataFrame(rows, "id long, title string, body string")
+    with InstantEndpoint(answer="fine.") as endpoint:
+        settings = Settings.load(env={}, overrides={
+            "spark.apwa.llm.baseUrl": endpoint.base_url, "spark.apwa.llm.model": "instant",
+            "spark.apwa.cache.enabled": "false", "spark.apwa.run.registry": str(tmp_path / "registry")})
+        run = execute_plan(spark, df, Plan.parse(f"steps:\n  - {step}\n"), tmp_path / "out", settings)
+        metas = {r.id: r[next(c for c in r.asDict() if c.endswith("_meta"))] for r in run.result.collect()}
+    assert {i: (m.error_class, m.llm_calls) for i, m in metas.items() if i in (2, 4, 5)} == {
+        2: ("EmptyInput", 0), 4: ("NullInput", 0), 5: ("EmptyInput", 0)}
+    assert all(metas[i].llm_calls >= 1 and metas[i].error_class != "EmptyInput" for i in (1, 3))  # sent, blank title or not
+    assert endpoint.requests == sum(m.llm_calls for m in metas.values())  # nothing else reached the endpoint

@@ -1,7 +1,8 @@
 """Executor agents for plan steps: plain functions over a batch of expanded prompts, no Spark.
 
 Each returns one :class:`StepResult` per input, in order, ``ok`` or ``error``; a null input (a
-placeholder column was NULL) is an ``error`` row (``NullInput``) without an LLM call. Structured
+placeholder column was NULL) is an ``error`` row (``NullInput``) without an LLM call, and so is an
+empty one (every placeholder value blank: ``EmptyInput``, :func:`unsent`). Structured
 answers are constrained by a JSON schema sent with the request (llama.cpp grammars, OpenAI
 structured outputs) and validated on return (:mod:`apwa_spark.llm.client`).
 """
@@ -54,11 +55,21 @@ class StepResult:
         return self.completion.status
 
 
+def unsent(prompt: str | None) -> Completion | None:
+    """The error row of an expanded prompt that is not sent (:func:`~apwa_spark.plan.udf.expand`):
+    None, a NULL placeholder value (``NullInput``); "", every placeholder value empty or blank
+    (``EmptyInput``). None for a prompt to send."""
+    if prompt is None:
+        return Completion.failed("NullInput: a placeholder column is NULL; no LLM call made")
+    if not prompt:
+        return Completion.failed("EmptyInput: every placeholder value is empty or blank; no LLM call made")
+    return None
+
+
 def _null_aware(prompts: Sequence[str | None], tasks_for, client: LLMClient) -> list[Completion]:
-    live = [i for i, p in enumerate(prompts) if p is not None]
-    done = client.complete([tasks_for(prompts[i]) for i in live]) if live else []
-    out = [Completion.failed("NullInput: a placeholder column is NULL; no LLM call made")] * len(prompts)
-    for i, completion in zip(live, done):
+    out = [unsent(p) for p in prompts]
+    live = [i for i, failed in enumerate(out) if failed is None]
+    for i, completion in zip(live, client.complete([tasks_for(prompts[i]) for i in live]) if live else []):
         out[i] = completion
     return out
 
@@ -101,17 +112,18 @@ def classify_batched(prompts: Sequence[str | None], labels: list[str], batch_row
     number to one of ``labels`` (schema: all numbers required, no others, each an enum of
     ``labels``), and row ``N``'s label is read by its number, never by position. A batch's calls and
     tokens are booked on its first row (the others show 0), so sums over rows stay exact; a failed
-    batch gives every row in it the batch's error. Null prompts are ``NullInput`` errors without a call.
+    batch gives every row in it the batch's error. NULL and empty prompts are errors without a call
+    (:func:`unsent`).
 
     Text in one row can still influence another row's label: the rows share one prompt.
     """
     client = client or LLMClient(settings)
-    live = [i for i, p in enumerate(prompts) if p is not None]
+    out = [StepResult(None, failed) if (failed := unsent(p)) else None for p in prompts]
+    live = [i for i, r in enumerate(out) if r is None]
     batches = [live[k:k + batch_rows] for k in range(0, len(live), batch_rows)]
     options = "Labels: " + ", ".join(labels) + "\n\n"
     tasks = [Task(CLASSIFY_BATCH_TEMPLATE, options + delimit_rows([prompts[i] for i in b]), 8 + 12 * len(b),
                   json_schema=batch_label_schema(len(b), labels)) for b in batches]
-    out = [StepResult(None, Completion.failed("NullInput: a placeholder column is NULL; no LLM call made"))] * len(prompts)
     for batch, completion in zip(batches, client.complete(tasks) if tasks else []):
         values = json.loads(completion.text) if completion.status == "ok" else {}
         for n, i in enumerate(batch):

@@ -26,24 +26,28 @@ META_SCHEMA = StructType([*CALL_FIELDS, *PROVENANCE_FIELDS])
 
 
 def expand(template: str, columns: list[pd.Series]) -> list[str | None]:
-    """Fill ``template``'s placeholders row by row (``columns`` in placeholder order); None where any
-    of the row's values is NULL."""
+    """Fill ``template``'s placeholders row by row (``columns`` in placeholder order): None where any
+    of the row's values is NULL (a ``NullInput`` row); "" where every value is empty or whitespace,
+    so that the template's own words are not sent alone (an ``EmptyInput`` row,
+    :func:`apwa_spark.plan.agents.unsent`); else the expanded prompt."""
     names = placeholders(template)
     frame = pd.concat(columns, axis=1, keys=names) if columns else pd.DataFrame()
     out = []
     for row in frame.itertuples(index=False):
-        values = dict(zip(names, row))
-        out.append(None if any(v is None or (isinstance(v, float) and pd.isna(v)) for v in values.values())
-                   else template.format_map({k: str(v) for k, v in values.items()}))
+        if any(v is None or (isinstance(v, float) and pd.isna(v)) for v in row):
+            out.append(None)
+            continue
+        values = {k: str(v) for k, v in zip(names, row)}
+        out.append("" if names and not any(v.strip() for v in values.values()) else template.format_map(values))
     return out
 
 
 def equip(prompts: list[str | None], tools: list[str]) -> list[str | None]:
     """Each prompt with what ``tools`` find in it appended (:func:`apwa_spark.tools.tool_notes`);
-    unchanged without tools. NULL prompts stay NULL."""
+    unchanged without tools. NULL and empty prompts stay as they are."""
     if not tools:
         return prompts
-    return [p if p is None else f"{p}\n\n{tool_notes(p, tools)}" for p in prompts]
+    return [f"{p}\n\n{tool_notes(p, tools)}" if p else p for p in prompts]
 
 
 def agent_prompts(step, columns: list[pd.Series]) -> list[str | None]:
