@@ -15,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import delta_commit  # noqa: E402
 import extraction  # noqa: E402
 import floor  # noqa: E402
 import pii  # noqa: E402
@@ -185,3 +186,11 @@ def test_floor_times_a_one_call_level_by_the_server_log_of_each_run(tmp_path):
     assert floor.call_text(single["play"]["replay_call"]) == "0.85 s (prompt 0.05 s for 20 tokens, generation 0.80 s for 96 tokens)"
     assert floor.one_call_levels(levels, calls[:1], []) == {"play": {"job_call": None, "replay_call": None}}
     assert floor.call_text(None) == "not in the log"
+
+
+def test_delta_commit_benchmark_times_each_way_of_writing_one_row(spark, tmp_path):
+    data = delta_commit.run(spark, writes=1, results_dir=tmp_path, name="delta_commit_test")
+    assert written(tmp_path, "delta_commit_test")["ways"].keys() == set(delta_commit.WAYS)
+    for way in data["ways"].values():
+        assert len(way["seconds"]) == 1 and way["median_seconds"] > 0 and way["median_processes_created"] >= -1
+    assert isinstance(data["hadoop_native_library"], bool) and data["subprocess_seconds"] > 0
