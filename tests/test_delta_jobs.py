@@ -58,3 +58,40 @@ def test_job_output_schema_flag_writes_the_result_as_a_managed_table(spark, sett
     [row] = spark.table("apwa_test_cli.result").collect()
     assert "[EMAIL]" in row.redacted
     assert {t.name: t.tableType for t in spark.catalog.listTables("apwa_test_cli") if not t.isTemporary} == {"result": "MANAGED"}
+
+
+def test_an_incremental_rerun_into_a_catalog_schema_merges_only_what_changed(spark, settings, small_play, small_run, tmp_path):
+    """Incremental re-runs (``test_incremental.py`` runs them on paths) into managed tables: an
+    unchanged re-run commits nothing and calls nothing; an edit of ACT II's Prologue makes its
+    leaves and their ancestors again, one MERGE per changed table, and keeps every other node."""
+    schema, files = "apwa_test_incremental", str(tmp_path / "files")
+    play = tmp_path / small_play.name  # same file name: same play id, node ids and row keys as the slice
+    text = small_play.read_text(encoding="utf-8")
+    play.write_text(text, encoding="utf-8")
+    cached = _cached(settings, small_run)
+    first = summarize_play(str(play), files, spark, cached, output_schema=schema)
+    history = lambda t: spark.sql(f"DESCRIBE HISTORY {schema}.`{t}` LIMIT 1").first()  # noqa: E731
+    before = {t.table: history(t.table).version for t in first.levels}
+    again = summarize_play(str(play), files, spark, cached, output_schema=schema)
+    assert sum(t.llm_calls for t in again.levels) == 0 and not any(t.committed for t in again.levels)
+    assert {t: history(t).version for t in before} == before and again.root["node_id"] == first.root["node_id"]
+
+    nodes = ("chunk", "scene_r1", "act_r1", "play_r1")
+    rows = lambda t: {r.node_id: r.asDict(recursive=True) for r in spark.table(f"{schema}.`{t}`").collect()}  # noqa: E731
+    old = {t: rows(t) for t in nodes}
+    act2 = text.index("## ACT II")
+    edited = text[:act2] + text[act2:].replace("love", "LOVE", 1)
+    assert edited != text
+    play.write_text(edited, encoding="utf-8")
+    rerun = summarize_play(str(play), files, spark, cached, output_schema=schema)
+    new = {t: rows(t) for t in nodes}
+    remade = {t: sorted(i for i, r in new[t].items() if r["run_id"] == rerun.run_id) for t in nodes}
+    prologue = f"{play.stem}/ACT II/PROLOGUE"
+    assert remade["chunk"] and all(i.startswith(f"chunk:{prologue}#") for i in remade["chunk"])
+    assert remade["scene_r1"] == [f"scene:{play.stem}/ACT II/{prologue}:r1"]
+    assert remade["act_r1"] == [f"act:{play.stem}/ACT II:r1"] and remade["play_r1"] == [f"play:{play.stem}:r1"]
+    assert sum(t.llm_calls for t in rerun.levels) == sum(new[t][i]["llm_calls"] for t in nodes for i in remade[t]) > 0
+    for table in nodes:
+        assert {i: r for i, r in new[table].items() if i not in remade[table]} == \
+            {i: r for i, r in old[table].items() if i not in remade[table]}, table
+        assert (history(table).version, history(table).operation) == (before[table] + 1, "MERGE"), table
