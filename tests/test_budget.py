@@ -66,21 +66,26 @@ def test_a_spent_budget_leaves_rows_unevaluated_and_a_larger_rerun_pays_only_for
         printed = capsys.readouterr().out
         result = read_delta(spark, str(out / "result")).toPandas()
         status = result["map0_meta"].map(lambda m: m["status"])
-        assert first_requests == 3 and sorted(status) == ["ok"] * 3 + ["unevaluated"] * 3
+        # the 3 paid calls are answers: ok, or the 270M model's own empty answer on some machines ("EmptyCompletion")
+        empty = sum(result["map0_meta"].map(lambda m: m["error_class"] == "EmptyCompletion"))
+        assert first_requests == 3 and sorted(status) == ["error"] * empty + ["ok"] * (3 - empty) + ["unevaluated"] * 3
         unevaluated = result[status == "unevaluated"]
         assert unevaluated["topic"].isna().all()
         assert unevaluated["map0_meta"].map(lambda m: m["error_class"] == "BudgetExhausted" and m["llm_calls"] == 0).all()
         assert "3 rows left unevaluated" in printed and "spent 3 calls of 3" in printed
         [manifest] = [json.loads(p.read_text()) for p in registry.glob("*.json")]
         assert manifest["budget"]["calls"] == 3 and manifest["budget"]["refused"] == 3
-        assert manifest["status_counts"]["map0"]["unevaluated"] == 3 and manifest["errors_by_class"] == {}
-        assert not (out / "_dead_letter").exists() or read_delta(spark, str(out / "_dead_letter")).count() == 0
+        assert manifest["status_counts"]["map0"]["unevaluated"] == 3
+        assert manifest["errors_by_class"] == ({"EmptyCompletion": empty} if empty else {})  # BudgetExhausted is no error
+        paid = set(result.loc[status == "ok", "id"])
 
         assert main([*args, *_conf(settings, proxy.base_url, registry, **{"spark.apwa.budget.maxCalls": "10"})]) == 0
-    assert proxy.requests - first_requests == 3  # only the rows left undone; the paid ones came from the cache
-    result = read_delta(spark, str(out / "result")).toPandas()
-    assert (result["map0_meta"].map(lambda m: m["status"]) == "ok").all()
-    assert result["map0_meta"].map(lambda m: m["from_cache"]).sum() == 3
+    # only the rows left undone (and any empty answer, which is not cached); the paid answers came from the cache
+    assert proxy.requests - first_requests == 3 + empty
+    result = read_delta(spark, str(out / "result")).toPandas().set_index("id")
+    meta = result["map0_meta"]
+    assert all(m["status"] == "ok" or m["error_class"] == "EmptyCompletion" for m in meta)  # none left unevaluated
+    assert {i for i, m in meta.items() if m["from_cache"]} == paid
 
 
 @pytest.mark.model

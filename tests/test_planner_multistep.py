@@ -162,7 +162,8 @@ def test_chunk_then_filter_the_pieces(reviews, settings, endpoint, tmp_path):
     assert [s.kind for s in plan.steps] == ["chunk", "filter"] and plan.steps[0].max_chars == 80
     assert plan.steps[1].reads() == [plan.steps[0].output]
     rows, requests = _run(reviews, plan, settings, endpoint, tmp_path)
-    assert 1 <= len(rows) and requests > len(REVIEWS)  # more pieces than reviews, one check each
+    assert requests > len(REVIEWS)  # more pieces than reviews, one check each
+    # the kept pieces (answered yes) and the failed checks; how many the 270M model keeps differs by machine
     assert all(r.filter1_meta.status in ("ok", "error") for r in rows)
 
 
