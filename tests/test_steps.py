@@ -181,15 +181,11 @@ def test_a_rounds_groups_are_counted_from_its_parents_ids(spark):
     assert df.limit(1).agg(_groups()).first()[0] == 1
 
 
-@pytest.mark.parametrize("step", [
-    "{kind: map, template: 'Say {title}: {body}', output: said, max_tokens: 8}",
-    "{kind: filter, template: 'Is {title} about {body}?'}",
-    "{kind: classify, template: '{title} {body}', labels: [food, other], output: label}",
-    "{kind: classify, template: '{title} {body}', labels: [food, other], output: label, batch_rows: 4}",
-    "{kind: extract, template: '{title}: {body}', output_schema: {type: object, properties: {a: {type: string}}}}",
-])
-def test_a_row_whose_placeholders_are_all_blank_is_an_empty_input_error_without_a_call(spark, tmp_path, step):
-    """Every per-row agent step: a row whose placeholder values are all empty or whitespace is an
+BLANK_ROWS = [(1, "Soup", "cold soup"), (2, "  ", ""), (3, "", "bread only"), (4, None, "x"), (5, "\t", " \n ")]
+
+
+def test_a_row_whose_placeholders_are_all_blank_is_an_empty_input_error_without_a_call(spark, tmp_path):
+    """A map step run end to end: a row whose placeholder values are all empty or whitespace is an
     ``EmptyInput`` error row and a NULL one a ``NullInput`` row, neither sent (the template's own
     words alone); a row with one value blank and the other not is sent. Against the instant endpoint
     (a real HTTP server that counts requests)."""
@@ -197,15 +193,45 @@ def test_a_row_whose_placeholders_are_all_blank_is_an_empty_input_error_without_
     from apwa_spark.plan.run import execute_plan
     from apwa_spark.testing.instant_endpoint import InstantEndpoint
 
-    rows = [(1, "Soup", "cold soup"), (2, "  ", ""), (3, "", "bread only"), (4, None, "x"), (5, "\t", " \n ")]
-    df = spark.createDataFrame(rows, "id long, title string, body string")
+    df = spark.createDataFrame(BLANK_ROWS, "id long, title string, body string")
+    plan = Plan.parse("steps:\n  - {kind: map, template: 'Say {title}: {body}', output: said, max_tokens: 8}\n")
     with InstantEndpoint(answer="fine.") as endpoint:
         settings = Settings.load(env={}, overrides={
             "spark.apwa.llm.baseUrl": endpoint.base_url, "spark.apwa.llm.model": "instant",
             "spark.apwa.cache.enabled": "false", "spark.apwa.run.registry": str(tmp_path / "registry")})
-        run = execute_plan(spark, df, Plan.parse(f"steps:\n  - {step}\n"), tmp_path / "out", settings)
-        metas = {r.id: r[next(c for c in r.asDict() if c.endswith("_meta"))] for r in run.result.collect()}
-    assert {i: (m.error_class, m.llm_calls) for i, m in metas.items() if i in (2, 4, 5)} == {
-        2: ("EmptyInput", 0), 4: ("NullInput", 0), 5: ("EmptyInput", 0)}
-    assert all(metas[i].llm_calls >= 1 and metas[i].error_class != "EmptyInput" for i in (1, 3))  # sent, blank title or not
-    assert endpoint.requests == sum(m.llm_calls for m in metas.values())  # nothing else reached the endpoint
+        run = execute_plan(spark, df, plan, tmp_path / "out", settings)
+        metas = {r.id: r.map0_meta for r in run.result.collect()}
+    assert {i: (m.error_class, m.llm_calls) for i, m in metas.items()} == {
+        1: (None, 1), 2: ("EmptyInput", 0), 3: (None, 1), 4: ("NullInput", 0), 5: ("EmptyInput", 0)}
+    assert endpoint.requests == 2  # rows 1 and 3, the second with a blank title
+
+
+@pytest.mark.parametrize("kind", ["filter", "classify", "classify_batched", "extract"])
+def test_every_agent_step_leaves_blank_rows_unsent(kind):
+    """The other per-row agents (:mod:`apwa_spark.plan.agents`) over the same expanded rows: blank
+    ones are ``EmptyInput`` and NULL ones ``NullInput`` errors with no call; the others are sent,
+    every one of them, to the instant endpoint."""
+    import pandas as pd
+
+    from apwa_spark.config import Settings
+    from apwa_spark.llm.client import LLMClient
+    from apwa_spark.plan import agents
+    from apwa_spark.plan.udf import expand
+    from apwa_spark.testing.instant_endpoint import InstantEndpoint
+
+    titles, bodies = (pd.Series([r[i] for r in BLANK_ROWS], dtype=object) for i in (1, 2))
+    prompts = expand("{title}: {body}", [titles, bodies])
+    with InstantEndpoint(answer="fine.") as endpoint:
+        settings = Settings.load(env={}, overrides={"spark.apwa.llm.baseUrl": endpoint.base_url,
+                                                    "spark.apwa.llm.model": "instant", "spark.apwa.cache.enabled": "false"})
+        client = LLMClient(settings)
+        call = {"filter": lambda: agents.filter_rows(prompts, settings, client),
+                "classify": lambda: agents.classify_rows(prompts, ["food", "other"], settings, client),
+                "classify_batched": lambda: agents.classify_batched(prompts, ["food", "other"], 4, settings, client),
+                "extract": lambda: agents.extract_rows(prompts, {"type": "object", "properties": {"a": {"type": "string"}}},
+                                                       32, settings, client)}[kind]
+        results = call()
+    classes = [r.completion.error_class if r.completion.error_class in ("EmptyInput", "NullInput") else "sent" for r in results]
+    assert classes == ["sent", "EmptyInput", "sent", "NullInput", "EmptyInput"]
+    assert all(results[i].completion.calls == 0 for i in (1, 3, 4))
+    assert endpoint.requests == sum(r.completion.calls for r in results) >= 1
