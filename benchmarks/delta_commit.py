@@ -18,6 +18,7 @@ ships none). Also times one such subprocess (Hadoop's ``Shell.execCommand``). Wr
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -53,7 +54,9 @@ def write_once(df, how: tuple[str | None, str | None]) -> tuple[float, int]:
 
 def subprocess_seconds(spark, times: int = 20) -> float:
     """Seconds of one ``chmod`` run by Hadoop's ``Shell.execCommand`` from the driver's JVM (a Py4J call included)."""
-    jvm, target = spark.sparkContext._jvm, tempfile.mkstemp()[1]
+    handle, target = tempfile.mkstemp()
+    os.close(handle)
+    jvm = spark.sparkContext._jvm
     command = spark.sparkContext._gateway.new_array(jvm.java.lang.String, 3)
     for i, part in enumerate(("chmod", "0644", target)):
         command[i] = part
